@@ -1,0 +1,137 @@
+"""Is the gpubench fixture's median right on a GPU? Compare it, in one process and one run, with triton's
+``do_bench`` and a hand-written CUDA-events loop, on three kernels (bf16 8192³ matmul, 256 MB fp32 add,
+16-element fp32 add), repeated --repeats times; plain pytest-benchmark's ``benchmark(fn)`` is shown beside.
+
+    python benchmarks/timer_accuracy.py --repeats 5 [--json out.json]
+
+Acceptance: in every repeat the fixture's (cold) median is within max(2 %, 1 µs) of do_bench's median and
+of the events loop's. The events loop holds the stream with a spin kernel while the host queues its calls
+(so it times the device, not the host's launches); the naive loop without that hold is printed too, to
+show what a hand-written loop reports when launch-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import triton.testing
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from accuracy_kernels import KERNELS  # noqa: E402
+
+CALLS_PER_ROUND = {"matmul_bf16_8192": 20, "add_fp32_256MB": 100, "add_fp32_16": 100}
+ROUNDS = 30
+
+
+def events_loop(fn, calls: int, hold: bool) -> float:
+    """Median over ROUNDS of (events around `calls` back-to-back calls) / calls, in seconds."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    per_call = []
+    for _ in range(ROUNDS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        if hold:
+            torch.cuda._sleep(20_000_000)  # ~10 ms at 2 GHz: longer than the host needs to queue the calls
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        per_call.append(start.elapsed_time(end) * 1e-3 / calls)
+    return statistics.median(per_call)
+
+
+def do_bench_median(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=100, rep=1000, return_mode="median") * 1e-3
+
+
+def run_fixture_cells(json_path: Path) -> dict[str, dict[str, float]]:
+    code = pytest.main([str(HERE / "accuracy_cells.py"), "-q", "-p", "no:cacheprovider", "--benchmark-json", str(json_path)])
+    if code != 0:
+        raise SystemExit(f"pytest run of the accuracy cells failed with exit code {code}")
+    medians: dict[str, dict[str, float]] = {k: {} for k in KERNELS}
+    for bench in json.loads(json_path.read_text())["benchmarks"]:
+        params = bench["params"]
+        kernel = params["kernel"]
+        if bench["name"].startswith("test_gpubench"):
+            medians[kernel][f"gpubench_{params['cache']}"] = bench["stats"]["median"]
+            medians[kernel][f"gpubench_{params['cache']}_samples"] = bench["stats"]["rounds"]
+        else:
+            medians[kernel]["plain_benchmark_median"] = bench["stats"]["median"]
+            medians[kernel]["plain_benchmark_min"] = bench["stats"]["min"]
+    return medians
+
+
+def within(value: float, reference: float) -> bool:
+    return abs(value - reference) <= max(0.02 * reference, 1e-6)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            t0 = time.time()
+            row = run_fixture_cells(Path(tmp) / f"run{repeat}.json")
+            for name, make in KERNELS.items():
+                fn = make()
+                row[name]["do_bench"] = do_bench_median(fn)
+                row[name]["events_loop"] = events_loop(fn, CALLS_PER_ROUND[name], hold=True)
+                row[name]["events_loop_naive"] = events_loop(fn, CALLS_PER_ROUND[name], hold=False)
+                del fn
+                torch.cuda.empty_cache()
+            runs.append(row)
+            print(f"repeat {repeat + 1}/{args.repeats} done in {time.time() - t0:.0f} s", flush=True)
+
+    methods = ["gpubench_cold", "gpubench_hot", "do_bench", "events_loop", "events_loop_naive",
+               "plain_benchmark_median", "plain_benchmark_min"]
+    print("\nmedian per call, µs: median of the repeats [min..max across repeats] (spread = (max-min)/median)")
+    header = f"{'kernel':18} " + " ".join(f"{m:>26}" for m in methods)
+    print(header)
+    for name in KERNELS:
+        cells = []
+        for m in methods:
+            values = [run[name][m] * 1e6 for run in runs]
+            mid = statistics.median(values)
+            cells.append(f"{mid:9.3f} [{min(values):.3f}..{max(values):.3f}]"[:26].rjust(26))
+        print(f"{name:18} " + " ".join(cells))
+
+    print("\nacceptance: |gpubench_cold - reference| <= max(2%, 1 µs) in every repeat")
+    all_ok = True
+    for name in KERNELS:
+        for reference in ("do_bench", "events_loop"):
+            gaps = [(run[name]["gpubench_cold"] - run[name][reference]) * 1e6 for run in runs]
+            rel = [(run[name]["gpubench_cold"] / run[name][reference] - 1) * 100 for run in runs]
+            ok = all(within(run[name]["gpubench_cold"], run[name][reference]) for run in runs)
+            all_ok &= ok
+            print(f"  {name:18} vs {reference:12}: gap µs {min(gaps):+.3f}..{max(gaps):+.3f}, "
+                  f"% {min(rel):+.2f}..{max(rel):+.2f}  {'OK' if ok else 'FAIL'}")
+    spread = {
+        name: (max(r[name]["gpubench_cold"] for r in runs) - min(r[name]["gpubench_cold"] for r in runs))
+        / statistics.median(r[name]["gpubench_cold"] for r in runs) * 100
+        for name in KERNELS
+    }
+    print("gpubench_cold spread across repeats: " + ", ".join(f"{k} {v:.2f}%" for k, v in spread.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, "spread_pct": spread, "ok": all_ok}, indent=2))
+    print("RESULT:", "all within tolerance" if all_ok else "OUT OF TOLERANCE")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

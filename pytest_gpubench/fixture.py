@@ -1,0 +1,201 @@
+"""The ``gpubench`` fixture: time a callable with a device-correct timer, or record samples measured elsewhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from .hardware import Target
+from .matrix import TARGET_PARAM, Variant
+from .measure.sampler import Measurement, SamplingPolicy, measure
+from .measure.throughput import Work, throughput_metrics
+from .measure.timers import TIMER_NAMES, choose_timer, make_timer
+from .options import CACHE_MODES
+from .record import GPUBENCH_KEY, ReplayTimer, attach_replay_timer, record_samples
+from .session import CellResult, GpubenchSession, get_session
+
+HEARTBEAT_S = 10.0
+
+
+class GpuBench:
+    """One cell's measurement. Call it once: ``gpubench(fn, flops=...)`` or ``gpubench.record(samples)``."""
+
+    def __init__(self, request: pytest.FixtureRequest, target: Target, session: GpubenchSession,
+                 benchmark: Any, replay: ReplayTimer) -> None:
+        self.target = target
+        self.extra_info: dict[str, Any] = {}
+        self._request = request
+        self._session = session
+        self._benchmark = benchmark
+        self._replay = replay
+        self._used = False
+        self._last_heartbeat = time.monotonic()
+
+    @property
+    def device(self) -> str:
+        """Where the cell's tensors belong: 'cuda' on a GPU target, 'cpu' otherwise."""
+        return "cpu" if self.target.is_cpu else "cuda"
+
+    @property
+    def policy(self) -> SamplingPolicy:
+        return self._session.settings.policy
+
+    @property
+    def enabled(self) -> bool:
+        """False under --benchmark-disable: the function then runs once, untimed, as a smoke test."""
+        return not self._benchmark.disabled
+
+    def __call__(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        timer: str = "auto",
+        cache: str | None = None,
+        flops: float | None = None,
+        bytes: float | None = None,  # noqa: A002 - the unit's own name reads best at call sites
+        items: float | None = None,
+        tokens: float | None = None,
+        dtype: object = None,
+        gpus: int = 1,
+        **kwargs: Any,
+    ) -> CellResult | None:
+        """Measure ``fn(*args, **kwargs)``; the work arguments say what one call does, for throughput."""
+        self._claim()
+        if timer not in TIMER_NAMES:
+            raise ValueError(f"timer={timer!r}; use one of {', '.join(TIMER_NAMES)}")
+        cache_mode = cache or self._session.settings.cache or ("hot" if self.target.is_cpu else "cold")
+        if cache_mode not in CACHE_MODES:
+            raise ValueError(f"cache={cache!r}; use cold or hot")
+        work = Work(flops, bytes, items, tokens, None if dtype is None else str(dtype), gpus)
+
+        def call() -> Any:
+            return fn(*args, **kwargs)
+
+        first = call()
+        if not self.enabled:
+            return None
+        chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
+        measurement = measure(call, make_timer(chosen, cache_mode), self.policy, self._heartbeat)
+        return self._finish(measurement, work, {})
+
+    def record(
+        self,
+        samples_s: Sequence[float],
+        *,
+        loops: int = 1,
+        timer: str = "external",
+        flops: float | None = None,
+        bytes: float | None = None,  # noqa: A002
+        items: float | None = None,
+        tokens: float | None = None,
+        dtype: object = None,
+        gpus: int = 1,
+        metrics: Mapping[str, float] | None = None,
+    ) -> CellResult | None:
+        """Record samples measured elsewhere (a server, a subprocess, a remote container), in seconds.
+
+        Each sample is the time of ``loops`` calls; ``metrics`` are extra figures (e.g. TTFT p99) kept
+        in extra_info and shown in the summary.
+        """
+        self._claim()
+        totals = [float(s) for s in samples_s]
+        if not totals:
+            raise ValueError("gpubench.record() needs at least one sample")
+        if any(not (s >= 0 and s != float("inf")) for s in totals):
+            raise ValueError("gpubench.record(): samples must be finite seconds >= 0")
+        if not isinstance(loops, int) or loops < 1:
+            raise ValueError(f"loops={loops!r}; use a whole number >= 1")
+        if not self.enabled:
+            return None
+        measurement = Measurement(tuple(totals), loops, timer, "n/a", 0, 0.0, 0.0, f"{len(totals)} samples recorded")
+        work = Work(flops, bytes, items, tokens, None if dtype is None else str(dtype), gpus)
+        return self._finish(measurement, work, dict(metrics or {}))
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        if self._used:
+            raise RuntimeError("gpubench measures once per test; parametrize the test to measure more")
+        self._used = True
+
+    def _heartbeat(self, phase: str, samples: int, elapsed_s: float, stdrel: float) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat < HEARTBEAT_S:
+            return
+        self._last_heartbeat = now
+        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"[gpubench] {self._request.node.nodeid}: {phase}, {elapsed_s:.0f} s, {samples} samples, stdrel {stdrel:.2%}"
+            )
+
+    def _finish(self, measurement: Measurement, work: Work, metrics: dict[str, float]) -> CellResult:
+        summary = measurement.summary
+        rates = throughput_metrics(work, summary.median, self.target)
+        all_metrics = {**rates, **metrics}
+        details: dict[str, Any] = {
+            "target": self.target.id,
+            "timer": measurement.timer,
+            "cache": measurement.cache,
+            "loops": measurement.loops,
+            "warmup_calls": measurement.warmup_calls,
+            "warmup_s": measurement.warmup_s,
+            "stop_reason": measurement.stop_reason,
+            "stdrel": summary.stdrel,
+            "p90": summary.p90,
+            "p95": summary.p95,
+            "p99": summary.p99,
+            "metrics": all_metrics,
+            "work": {k: v for k, v in vars(work).items() if v is not None},
+        }
+        if self.target.price_per_hour is not None:
+            details["usd_per_hour"] = self.target.price_per_hour
+        variant = self._request.node.funcargs.get("variant") if hasattr(self._request.node, "funcargs") else None
+        if isinstance(variant, Variant):
+            details["variant"] = variant.name
+        details.update(self.extra_info)
+        record_samples(self._benchmark, self._replay, measurement.timer, measurement.totals_s, measurement.loops,
+                       {GPUBENCH_KEY: details})
+        result = CellResult(
+            nodeid=self._request.node.nodeid,
+            target=self.target.id,
+            summary=summary,
+            timer=measurement.timer,
+            cache=measurement.cache,
+            loops=measurement.loops,
+            stop_reason=measurement.stop_reason,
+            metrics=all_metrics,
+        )
+        self._session.results.append(result)
+        return result
+
+
+@pytest.fixture
+def gpubench_target(request: pytest.FixtureRequest) -> Target:
+    """The cell's GPU target (``H200:1``, ``cpu``); parametrized from --gpu."""
+    param = getattr(request, "param", None)
+    if not isinstance(param, Target):
+        raise RuntimeError(f"{TARGET_PARAM} is parametrized by pytest-gpubench; do not request it outside a benchmark")
+    return param
+
+
+@pytest.fixture
+def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Variant:
+    """The cell's variant; its env is set for the test's duration."""
+    chosen = getattr(request, "param", None)
+    if not isinstance(chosen, Variant):
+        raise RuntimeError("the variant fixture is parametrized by pytest-gpubench from @pytest.mark.variants")
+    for name, value in chosen.env.items():
+        monkeypatch.setenv(name, value)
+    return chosen
+
+
+@pytest.fixture
+def gpubench(request: pytest.FixtureRequest, gpubench_target: Target) -> Iterator[GpuBench]:
+    """Measure this cell: ``gpubench(fn, *args, flops=..., bytes=..., dtype=...)``."""
+    session = get_session(request.config)
+    benchmark, replay = attach_replay_timer(request)
+    yield GpuBench(request, gpubench_target, session, benchmark, replay)

@@ -1,0 +1,1 @@
+"""Measurement: device-correct timers, the adaptive sampler, and the statistics they report."""

@@ -1,0 +1,70 @@
+"""pytest hooks of pytest-gpubench; each delegates to the stage that owns the work."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from . import options
+from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
+from .matrix import TARGET_PARAM, parametrize_cell
+from .record import keep_raw_samples
+from .report.terminal import summary_lines
+from .session import SESSION_PLUGIN_NAME, GpubenchSession, get_session
+
+
+@pytest.hookimpl
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+@pytest.hookimpl
+def pytest_configure(config: pytest.Config) -> None:
+    # JAX takes 75 % of a GPU at its first use unless told otherwise, which starves torch cells run in the same
+    # process; an explicit setting by the user wins.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    config.addinivalue_line("markers", "variants(*names): run this benchmark once per named variant")
+    config.pluginmanager.register(GpubenchSession.from_config(config), SESSION_PLUGIN_NAME)
+
+
+@pytest.hookimpl(trylast=True)  # after @pytest.mark.parametrize, so the GPU comes last in ids
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if TARGET_PARAM not in metafunc.fixturenames:
+        return
+    session = get_session(metafunc.config)
+    parametrize_cell(metafunc, session.targets, session.skip_reasons, session.settings.variants)
+
+
+@pytest.hookimpl
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = get_session(config)
+    host = session.inventory
+    lines = [f"gpubench: targets {', '.join(t.id for t in session.targets)}; host has {host.describe()}"]
+    if host.gpus:
+        lines.append(f"gpubench: driver {host.driver or '?'}, CUDA {host.cuda or '?'} (via {host.source})")
+    for target, reason in session.skip_reasons.items():
+        lines.append(f"gpubench: {target.id} will be skipped: {reason}")
+    return lines
+
+
+@pytest.hookimpl
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    machine_info["gpu"] = get_session(config).machine_info()
+
+
+@pytest.hookimpl
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Sequence[Any], output_json: dict[str, Any]) -> None:
+    keep_raw_samples(benchmarks, output_json)
+
+
+@pytest.hookimpl
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    results = get_session(config).results
+    if not results:
+        return
+    terminalreporter.section(f"gpubench: {len(results)} cells", sep="-")
+    for line in summary_lines(results):
+        terminalreporter.write_line(line)

@@ -1,0 +1,1 @@
+"""Reports: the terminal summary (later: markdown, CSV, plots, cost)."""

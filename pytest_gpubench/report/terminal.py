@@ -1,0 +1,49 @@
+"""The terminal summary: one row per cell with its median, precision, and throughput."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..session import CellResult
+
+RATE_COLUMNS = (
+    ("tflops", "TFLOP/s"),
+    ("pct_peak_tflops", "%peak"),
+    ("gbps", "GB/s"),
+    ("pct_peak_gbps", "%peak BW"),
+    ("tokens_per_s", "tok/s"),
+    ("items_per_s", "items/s"),
+)
+
+
+def format_seconds(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.4g} {unit}"
+    return f"{seconds / 1e-9:.4g} ns"
+
+
+def _rate(value: float) -> str:
+    return f"{value:.4g}" if value < 1e6 else f"{value:.3e}"
+
+
+def summary_lines(results: Sequence[CellResult]) -> list[str]:
+    used = [(key, title) for key, title in RATE_COLUMNS if any(key in r.metrics for r in results)]
+    header = ["cell", "median", "stdrel", "samples", "timer", *(title for _, title in used), "stopped because"]
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                r.nodeid.split("::", 1)[-1],
+                format_seconds(r.summary.median),
+                f"{r.summary.stdrel:.2%}" if r.summary.stdrel != float("inf") else "n/a",
+                str(r.summary.count if r.loops == 1 else f"{r.summary.count}x{r.loops}"),
+                f"{r.timer}/{r.cache}",
+                *(_rate(r.metrics[key]) if key in r.metrics else "-" for key, _ in used),
+                r.stop_reason,
+            ]
+        )
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return lines
