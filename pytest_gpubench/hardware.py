@@ -28,7 +28,7 @@ class GpuType:
     memory_gib: float
     price_per_hour: float | None
     peak_bandwidth_gbps: float | None = None
-    peak_tflops: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    peak_tflops: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     aliases: tuple[str, ...] = ()
 
     def peak_tflops_for(self, dtype: str | None) -> float | None:

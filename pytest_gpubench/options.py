@@ -25,7 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 CACHE_MODES = ("cold", "hot")
-CONFIG_KEYS = ("gpu", "max_time", "min_samples", "stdrel", "warmup", "cache", "prices", "variants")
+CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "prices", "variants")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -37,12 +37,14 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption("--gpubench-max-time", dest="gpubench_max_time", metavar="SECONDS", default=None,
                     help="Stop sampling a cell after this long (default 3).")
+    group.addoption("--gpubench-min-time", dest="gpubench_min_time", metavar="SECONDS", default=None,
+                    help="Measure at least this much sample time before the noise rule may stop (default 0.5).")
     group.addoption("--gpubench-min-samples", dest="gpubench_min_samples", metavar="N", default=None,
                     help="Take at least N samples before the noise rule may stop (default 10).")
     group.addoption("--gpubench-stdrel", dest="gpubench_stdrel", metavar="FRACTION", default=None,
                     help="Stop once the median's relative standard error is under this, e.g. 0.005 or 0.5%% (default 0.5%%).")
     group.addoption("--gpubench-warmup", dest="gpubench_warmup", metavar="SECONDS", default=None,
-                    help="Warm up for at least this long before sampling (default 0.1).")
+                    help="Warm up for at least this long before sampling (default 1 on a GPU, 0.1 on the CPU).")
     group.addoption("--gpubench-cache", dest="gpubench_cache", metavar="cold|hot", default=None,
                     help="cold: overwrite the caches (L2 on a GPU) before every sample; hot: back-to-back. "
                     "Default: cold on GPUs, hot on the CPU.")
@@ -177,8 +179,10 @@ def load_settings(config: pytest.Config) -> Settings:
     defaults = SamplingPolicy()
     value, origin = pick("gpubench_max_time", "max_time")
     max_time = defaults.max_time_s if value is None else parse_seconds(value, origin)
+    value, origin = pick("gpubench_min_time", "min_time")
+    min_time = defaults.min_time_s if value is None else parse_seconds(value, origin)
     value, origin = pick("gpubench_warmup", "warmup")
-    warmup = defaults.warmup_s if value is None else parse_seconds(value, origin)
+    warmup = None if value is None else parse_seconds(value, origin)
     value, origin = pick("gpubench_min_samples", "min_samples")
     min_samples = defaults.min_samples if value is None else parse_positive_int(value, origin)
     value, origin = pick("gpubench_stdrel", "stdrel")
@@ -187,5 +191,7 @@ def load_settings(config: pytest.Config) -> Settings:
     cache = None if value is None else parse_cache(value, origin)
 
     variants = _parse_variants(table["variants"], where) if "variants" in table else {}
-    policy = SamplingPolicy(warmup_s=warmup, max_time_s=max_time, min_samples=min_samples, stdrel=stdrel)
+    if min_time > max_time:
+        raise pytest.UsageError(f"min_time {min_time:g} s is above max_time {max_time:g} s; raise max_time or lower min_time")
+    policy = SamplingPolicy(warmup_s=warmup, max_time_s=max_time, min_time_s=min_time, min_samples=min_samples, stdrel=stdrel)
     return Settings(requests, policy, cache, catalog, variants, path)

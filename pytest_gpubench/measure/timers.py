@@ -19,8 +19,8 @@ CacheMode = Literal["cold", "hot"]
 TimerName = Literal["auto", "cuda", "jax", "cpu"]
 TIMER_NAMES: tuple[str, ...] = ("auto", "cuda", "jax", "cpu")
 
-# Bigger than any GPU's L2 (H100/H200: 50-60 MB, B200: 126 MB), as triton's do_bench flushes with 256 MB.
-GPU_FLUSH_BYTES = 512 * 2**20
+# triton's do_bench flushes with 256 MB; twice L2 where that is bigger (B200: 126 MB of L2).
+GPU_FLUSH_BYTES = 256 * 2**20
 CPU_FLUSH_BYTES = 64 * 2**20
 
 
@@ -29,11 +29,16 @@ class Timer(abc.ABC):
 
     name: str
     max_batch: int = 1000
+    on_cpu: bool = True
     # CPU-side timers group calls so that one sample is long against the clock's resolution.
     min_sample_s: float = 0.0
 
     def __init__(self, cache: CacheMode) -> None:
         self.cache = cache
+
+    def batch_limit(self, loops: int) -> int:
+        """The most samples one batch may hold."""
+        return self.max_batch
 
     @abc.abstractmethod
     def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]: ...
@@ -64,10 +69,13 @@ class CpuTimer(Timer):
 
 
 class JaxTimer(Timer):
-    """Host clock around the call and ``jax.block_until_ready`` on its result (dispatch included)."""
+    """Host clock around the calls and ``jax.block_until_ready`` on the last result.
+
+    The host clock includes dispatch and the wait for the result (tens of µs on a GPU). ``hot`` samples
+    queue ``loops`` calls before one wait, which spreads that cost; ``cold`` samples are one call each.
+    """
 
     name = "jax_block_until_ready"
-    min_sample_s = 50e-6
 
     def __init__(self, cache: CacheMode) -> None:
         super().__init__(cache)
@@ -75,6 +83,8 @@ class JaxTimer(Timer):
         import jax.numpy as jnp
 
         self._jax = jax
+        self.on_cpu = jax.default_backend() == "cpu"
+        self.min_sample_s = 2e-3 if cache == "hot" else 0.0
         self._flush: Callable[[], Any] | None = None
         if cache == "cold":
             nbytes = GPU_FLUSH_BYTES if jax.default_backend() == "gpu" else CPU_FLUSH_BYTES
@@ -99,15 +109,18 @@ class JaxTimer(Timer):
 
 
 class CudaEventTimer(Timer):
-    """CUDA events around each call, on the current stream of the cell's device.
+    """CUDA events on the current stream of the cell's device, in NVBench's two modes.
 
+    ``cold``: each sample is one isolated call, after a write of a buffer larger than L2 (as triton's
+    ``do_bench``): the latency of a call that finds nothing in cache. ``hot``: each sample is ``loops``
+    back-to-back calls between two events (NVBench's batch measurement): throughput with warm caches.
     Before each batch a spin kernel holds the stream until the host has queued every sample, as NVBench's
-    blocking kernel does: no sample then contains the host's launch latency, only device time. ``cold``
-    overwrites a buffer larger than L2 before each sample, as triton's ``do_bench`` does.
+    blocking kernel does, so no sample contains the host's launch latency, only device time.
     """
 
     name = "cuda_event"
-    max_batch = 200  # CUDA queues ~1000 pending launches; each sample takes flush + 2 events + fn
+    on_cpu = False
+    QUEUE_ENTRIES = 500  # CUDA queues about 1000 pending launches; stay well inside, or the GPU starves
 
     def __init__(self, cache: CacheMode, device: Any = None) -> None:
         super().__init__(cache)
@@ -119,10 +132,15 @@ class CudaEventTimer(Timer):
         props = torch.cuda.get_device_properties(self.device)
         l2_bytes = int(getattr(props, "L2_cache_size", 0) or 0)
         self._flush_buffer = (
-            torch.empty(max(GPU_FLUSH_BYTES, 4 * l2_bytes), dtype=torch.int8, device=self.device) if cache == "cold" else None
+            torch.empty(max(GPU_FLUSH_BYTES, 2 * l2_bytes), dtype=torch.int8, device=self.device) if cache == "cold" else None
         )
+        # hot samples group calls so that two events' overhead (~0.3 µs) is small against the sample
+        self.min_sample_s = 100e-6 if cache == "hot" else 0.0
         self._cycles_per_s = self._calibrate_spin()
-        self._host_s_per_sample = 20e-6  # refined after each batch
+        self._host_s_per_call = 20e-6  # refined after each batch
+
+    def batch_limit(self, loops: int) -> int:
+        return max(1, self.QUEUE_ENTRIES // (loops + 3))  # flush + 2 events + the calls
 
     def _calibrate_spin(self) -> float:
         torch = self._torch
@@ -144,7 +162,7 @@ class CudaEventTimer(Timer):
         with torch.cuda.device(self.device):
             starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
             ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
-            hold_s = min(0.5, 2.0 * count * self._host_s_per_sample + 50e-6)
+            hold_s = min(0.5, 2.0 * count * (loops * self._host_s_per_call + 5e-6) + 50e-6)
             torch.cuda._sleep(int(hold_s * self._cycles_per_s))
             host_start = time.perf_counter()
             flush = self._flush_buffer
@@ -157,7 +175,7 @@ class CudaEventTimer(Timer):
                 ends[i].record()
             host_elapsed = time.perf_counter() - host_start
             ends[-1].synchronize()
-        self._host_s_per_sample = host_elapsed / count
+        self._host_s_per_call = host_elapsed / (count * loops)
         return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
 
 
