@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The tests: pytest runs pytest (pytester) on CPU; GPU tests skip where there is no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_venv.sh
+exec .venv/bin/python -m pytest tests -p no:cacheprovider -q "$@"
