@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -11,13 +12,20 @@ import pytest
 from .hardware import Target
 from .matrix import TARGET_PARAM, Variant
 from .measure.sampler import Measurement, SamplingPolicy, measure
-from .measure.throughput import Work, throughput_metrics
+from .measure.throughput import Work, canonical_dtype, throughput_metrics
 from .measure.timers import TIMER_NAMES, choose_timer, make_timer
 from .options import CACHE_MODES
-from .record import GPUBENCH_KEY, ReplayTimer, attach_replay_timer, record_samples
+from .record import GPUBENCH_KEY, ReplayTimer, record_samples, replay_timer_of
 from .session import CellResult, GpubenchSession, get_session
 
 HEARTBEAT_S = 10.0
+
+
+def _dtype_name(dtype: object) -> str | None:
+    """'bf16' for torch.bfloat16, jnp.bfloat16 or 'bfloat16'; the dtype's own name when the table lacks it."""
+    if dtype is None:
+        return None
+    return canonical_dtype(dtype) or str(getattr(dtype, "__name__", dtype))
 
 
 class GpuBench:
@@ -63,20 +71,21 @@ class GpuBench:
         **kwargs: Any,
     ) -> CellResult | None:
         """Measure ``fn(*args, **kwargs)``; the work arguments say what one call does, for throughput."""
-        self._claim()
         if timer not in TIMER_NAMES:
             raise ValueError(f"timer={timer!r}; use one of {', '.join(TIMER_NAMES)}")
         cache_mode = cache or self._session.settings.cache or ("hot" if self.target.is_cpu else "cold")
         if cache_mode not in CACHE_MODES:
             raise ValueError(f"cache={cache!r}; use cold or hot")
-        work = Work(flops, bytes, items, tokens, None if dtype is None else str(dtype), gpus)
+        work = Work(flops, bytes, items, tokens, _dtype_name(dtype), gpus)
+        self._claim()
 
         def call() -> Any:
             return fn(*args, **kwargs)
 
-        first = call()
         if not self.enabled:
+            self._benchmark.pedantic(call)  # pytest-benchmark's disabled mode: one untimed call
             return None
+        first = call()
         chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
         measurement = measure(call, make_timer(chosen, cache_mode), self.policy, self._heartbeat)
         return self._finish(measurement, work, {})
@@ -100,7 +109,6 @@ class GpuBench:
         Each sample is the time of ``loops`` calls; ``metrics`` are extra figures (e.g. TTFT p99) kept
         in extra_info and shown in the summary.
         """
-        self._claim()
         totals = [float(s) for s in samples_s]
         if not totals:
             raise ValueError("gpubench.record() needs at least one sample")
@@ -108,10 +116,12 @@ class GpuBench:
             raise ValueError("gpubench.record(): samples must be finite seconds >= 0")
         if not isinstance(loops, int) or loops < 1:
             raise ValueError(f"loops={loops!r}; use a whole number >= 1")
+        work = Work(flops, bytes, items, tokens, _dtype_name(dtype), gpus)
+        self._claim()
         if not self.enabled:
+            self._benchmark.pedantic(lambda: None)
             return None
         measurement = Measurement(tuple(totals), loops, timer, "n/a", 0, 0.0, 0.0, f"{len(totals)} samples recorded")
-        work = Work(flops, bytes, items, tokens, None if dtype is None else str(dtype), gpus)
         return self._finish(measurement, work, dict(metrics or {}))
 
     # -- internals ---------------------------------------------------------------------------------
@@ -144,7 +154,7 @@ class GpuBench:
             "warmup_calls": measurement.warmup_calls,
             "warmup_s": measurement.warmup_s,
             "stop_reason": measurement.stop_reason,
-            "stdrel": summary.stdrel,
+            "stdrel": summary.stdrel if math.isfinite(summary.stdrel) else None,  # JSON has no Infinity
             "p90": summary.p90,
             "p95": summary.p95,
             "p99": summary.p99,
@@ -194,8 +204,7 @@ def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.fixture
-def gpubench(request: pytest.FixtureRequest, gpubench_target: Target) -> Iterator[GpuBench]:
+def gpubench(request: pytest.FixtureRequest, gpubench_target: Target, benchmark: Any) -> Iterator[GpuBench]:
     """Measure this cell: ``gpubench(fn, *args, flops=..., bytes=..., dtype=...)``."""
     session = get_session(request.config)
-    benchmark, replay = attach_replay_timer(request)
-    yield GpuBench(request, gpubench_target, session, benchmark, replay)
+    yield GpuBench(request, gpubench_target, session, benchmark, replay_timer_of(request))

@@ -181,7 +181,8 @@ class LocalInventory:
     source: str = "none"
 
     def type_names(self, catalog: Catalog) -> list[str]:
-        return [classify_gpu_name(g.name, catalog) or g.name for g in self.gpus]
+        """Each GPU's catalog type, or for a GPU the catalog lacks, its device name made id-safe."""
+        return [classify_gpu_name(g.name, catalog) or id_safe(g.name) for g in self.gpus]
 
     def describe(self) -> str:
         if not self.gpus:
@@ -203,6 +204,10 @@ class LocalInventory:
             "max_memory_clock_mhz": first.max_memory_clock_mhz if first else None,
             "source": self.source,
         }
+
+
+def id_safe(device_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "-", device_name).strip("-")
 
 
 def classify_gpu_name(device_name: str, catalog: Catalog) -> str | None:
@@ -326,8 +331,7 @@ def local_target(inventory: LocalInventory, catalog: Catalog) -> Target:
     try:
         gpu_type = catalog.lookup(first)
     except GpuSpecError:  # a GPU the catalog does not know still benchmarks, without peaks or price
-        gpu = inventory.gpus[0]
-        gpu_type = GpuType(re.sub(r"[^A-Za-z0-9-]+", "-", first).strip("-"), round(gpu.memory_mib / 1024, 1), None)
+        gpu_type = GpuType(first, round(inventory.gpus[0].memory_mib / 1024, 1), None)
     return Target(gpu_type, names.count(first))
 
 

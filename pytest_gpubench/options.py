@@ -171,6 +171,8 @@ def load_settings(config: pytest.Config) -> Settings:
         gpu_origin = f"{where} gpu"
     if not isinstance(gpu_values, list) or not all(isinstance(v, str) for v in gpu_values):
         raise pytest.UsageError(f"{gpu_origin}: write a list of GPU specs, e.g. gpu = [\"H100:8\", \"cpu\"]")
+    if not gpu_values:
+        raise pytest.UsageError(f"{gpu_origin}: no GPU target given; write e.g. gpu = [\"local\"] or --gpu cpu")
     try:
         requests = parse_gpu_option(gpu_values, catalog)
     except GpuSpecError as error:

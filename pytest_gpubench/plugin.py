@@ -11,7 +11,7 @@ import pytest
 from . import options
 from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
 from .matrix import TARGET_PARAM, parametrize_cell
-from .record import keep_raw_samples
+from .record import attach_replay_timer, keep_raw_samples
 from .report.terminal import summary_lines
 from .session import SESSION_PLUGIN_NAME, GpubenchSession, get_session
 
@@ -36,6 +36,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     session = get_session(metafunc.config)
     parametrize_cell(metafunc, session.targets, session.skip_reasons, session.settings.variants)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own hook sees the items
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TARGET_PARAM in getattr(item, "fixturenames", ()):
+            attach_replay_timer(item)
 
 
 @pytest.hookimpl
@@ -65,6 +72,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     results = get_session(config).results
     if not results:
         return
-    terminalreporter.section(f"gpubench: {len(results)} cells", sep="-")
+    terminalreporter.section(f"gpubench: {len(results)} cell{'s' if len(results) != 1 else ''}", sep="-")
     for line in summary_lines(results):
         terminalreporter.write_line(line)

@@ -8,6 +8,7 @@ container), so ``benchmark.pedantic`` stores exactly those samples: its storage,
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -42,16 +43,28 @@ def _nothing() -> None:
     return None
 
 
-def attach_replay_timer(request: pytest.FixtureRequest) -> tuple[Any, ReplayTimer]:
-    """Give this test's ``benchmark`` fixture a replay timer, keeping any ``@pytest.mark.benchmark`` options."""
-    if "benchmark" in request.fixturenames:  # its timer would be fixed before gpubench could set it
-        pytest.fail(f"{request.node.nodeid}: use either the benchmark or the gpubench fixture, not both", pytrace=False)
-    timer = ReplayTimer()
-    existing = request.node.get_closest_marker("benchmark")
+def attach_replay_timer(item: pytest.Item) -> None:
+    """At collection, give a gpubench cell's ``benchmark`` fixture a replay timer (keeping any
+    ``@pytest.mark.benchmark`` options): the fixture reads its timer from that marker when it is created."""
+    existing = item.get_closest_marker("benchmark")
     options = dict(existing.kwargs) if existing else {}
-    options["timer"] = timer
-    request.node.add_marker(pytest.mark.benchmark(**options), append=False)
-    return request.getfixturevalue("benchmark"), timer
+    options["timer"] = ReplayTimer()
+    item.add_marker(pytest.mark.benchmark(**options), append=False)
+
+
+def replay_timer_of(request: pytest.FixtureRequest) -> ReplayTimer:
+    if "benchmark" in _own_argnames(request):  # it would call the replay timer with nothing to replay
+        pytest.fail(f"{request.node.nodeid}: use either the benchmark or the gpubench fixture, not both", pytrace=False)
+    marker = request.node.get_closest_marker("benchmark")
+    timer = marker.kwargs.get("timer") if marker else None
+    if not isinstance(timer, ReplayTimer):
+        raise RuntimeError(f"{request.node.nodeid}: pytest-gpubench did not see this test at collection")
+    return timer
+
+
+def _own_argnames(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    function = getattr(request.node, "function", None)
+    return tuple(inspect.signature(function).parameters) if function is not None else ()
 
 
 def record_samples(benchmark: Any, timer: ReplayTimer, timer_name: str, totals_s: Sequence[float], loops: int,

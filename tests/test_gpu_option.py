@@ -230,8 +230,6 @@ def test_duplicate_specs_collapse(one_test: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*2 tests collected*"])
 
 
-@pytest.mark.xfail(strict=True, reason="plugin bug: gpu = [] in [tool.gpubench] silently skips every benchmark "
-                   "('got empty parameter set') instead of a usage error")
 def test_empty_gpu_list_in_config_is_a_usage_error(one_test: pytest.Pytester) -> None:
     one_test.makepyprojecttoml("[tool.gpubench]\ngpu = []\n")
     line = usage_error_line(one_test.runpytest())

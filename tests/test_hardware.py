@@ -215,11 +215,6 @@ def test_configured_prices_reach_the_saved_run(pytester: pytest.Pytester, host_w
     assert bench["extra_info"]["gpubench"]["usd_per_hour"] == 10.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug: local on a GPU the catalog lacks gets the type 'NVIDIA-GeForce-RTX-4090', which "
-    "unmet_reason compares with the raw device name, so the cell is skipped",
-)
 def test_local_gpu_the_catalog_lacks_still_runs(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -200,6 +200,12 @@ def choose_timer(requested: str, first_result: Any, on_gpu: bool) -> str:
         return "jax"
     if on_gpu and _torch_cuda_ready():
         return "cuda"
+    if on_gpu:
+        # A host clock around an asynchronous GPU call times the launch, not the work: refuse to guess.
+        raise RuntimeError(
+            "no device timer for this call on a GPU target: it returned no JAX array and torch has no CUDA here; "
+            "pass timer='cpu' if the function waits for its own GPU work, or record samples with gpubench.record()"
+        )
     return "cpu"
 
 
