@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import math
 from collections.abc import Callable, Iterator
 from itertools import cycle
@@ -94,13 +96,20 @@ def _noop() -> None:
 
 
 def test_constant_samples_stop_on_stdrel_once_min_samples_and_min_time_are_met() -> None:
-    # 0.125 s a sample: 2 s of measured time takes 16 samples, more than min_samples
-    timer = ScriptedTimer(lambda: 0.125)
-    policy = SamplingPolicy(warmup_s=0.001, max_time_s=60.0, min_time_s=2.0, min_samples=3, stdrel=0.005)
+    # min_time is wall clock (the GPU's state evolves with time, not with samples): each scripted sample
+    # takes 10 ms of real time, so 0.2 s of measuring needs about 20 samples, more than min_samples
+    def sample() -> float:
+        time.sleep(0.01)
+        return 0.125
+
+    timer = ScriptedTimer(sample)
+    policy = SamplingPolicy(warmup_s=0.001, max_time_s=60.0, min_time_s=0.2, min_samples=3, stdrel=0.005)
     m = measure(_noop, timer, policy)
-    assert m.totals_s == (0.125,) * 16
+    assert m.elapsed_s >= 0.2
+    assert 10 <= len(m.totals_s) <= 21
+    assert set(m.totals_s) == {0.125}
     assert m.loops == 1
-    assert m.stop_reason == "stdrel 0.00% <= 0.50% after 16 samples"
+    assert m.stop_reason == f"stdrel 0.00% <= 0.50% after {len(m.totals_s)} samples"
     assert m.summary.median == 0.125
     assert m.timer == "scripted"
     assert m.elapsed_s < 10.0  # stopped on the rule, not the (60 s) cap
@@ -108,7 +117,7 @@ def test_constant_samples_stop_on_stdrel_once_min_samples_and_min_time_are_met()
 
 def test_constant_samples_wait_for_min_samples() -> None:
     timer = ScriptedTimer(lambda: 0.125)
-    policy = SamplingPolicy(warmup_s=0.001, max_time_s=60.0, min_time_s=0.1, min_samples=25, stdrel=0.005)
+    policy = SamplingPolicy(warmup_s=0.001, max_time_s=60.0, min_time_s=0.0, min_samples=25, stdrel=0.005)
     m = measure(_noop, timer, policy)
     assert len(m.totals_s) == 25
     assert m.stop_reason == "stdrel 0.00% <= 0.50% after 25 samples"

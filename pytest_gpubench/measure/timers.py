@@ -137,7 +137,8 @@ class CudaEventTimer(Timer):
         # hot samples group calls so that two events' overhead (~0.3 µs) is small against the sample
         self.min_sample_s = 100e-6 if cache == "hot" else 0.0
         self._cycles_per_s = self._calibrate_spin()
-        self._host_s_per_call = 20e-6  # refined after each batch
+        self._host_s_per_call = 20e-6  # both refined after each batch
+        self._device_s_per_call = 0.0
 
     def batch_limit(self, loops: int) -> int:
         return max(1, self.QUEUE_ENTRIES // (loops + 3))  # flush + 2 events + the calls
@@ -162,8 +163,7 @@ class CudaEventTimer(Timer):
         with torch.cuda.device(self.device):
             starts = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
             ends = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
-            hold_s = min(0.5, 2.0 * count * (loops * self._host_s_per_call + 5e-6) + 50e-6)
-            torch.cuda._sleep(int(hold_s * self._cycles_per_s))
+            torch.cuda._sleep(int(self._hold_seconds(count, loops) * self._cycles_per_s))
             host_start = time.perf_counter()
             flush = self._flush_buffer
             for i in range(count):
@@ -176,7 +176,20 @@ class CudaEventTimer(Timer):
             host_elapsed = time.perf_counter() - host_start
             ends[-1].synchronize()
         self._host_s_per_call = host_elapsed / (count * loops)
-        return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
+        totals = [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
+        self._device_s_per_call = float(np.median(totals)) / loops
+        return totals
+
+    def _hold_seconds(self, count: int, loops: int) -> float:
+        """Just long enough that the device never waits for the host within the batch.
+
+        The host queues sample i by (i+1)·h; held for H, the device starts it at H + i·g. No wait needs
+        H >= h + (count-1)·max(0, h-g). Any longer is idle time, and idle time lets a power-limited
+        kernel run faster than it does under load, so the hold is kept to twice that bound.
+        """
+        host = loops * self._host_s_per_call + 5e-6  # + the events (and flush) the host also queues
+        device = loops * self._device_s_per_call
+        return min(0.5, 2.0 * (host + (count - 1) * max(0.0, host - device)) + 20e-6)
 
 
 def _is_jax_value(value: Any) -> bool:
