@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-STEADY_S = 1.5
+STEADY_S = 1.0
 
 
 def steady_state(fn: Callable[[], object], seconds: float = STEADY_S) -> None:

@@ -11,7 +11,7 @@ Each mode is held against references of the same definition, measured in the sam
 Acceptance: in every repeat, |ours - reference| <= max(2 %, 1 µs). Hand-written loops hold the stream with
 a spin kernel while the host queues the calls, so they time the device, not the host's launches; the naive
 loop without that hold is printed too, to show what a hand-written loop reports when launch-bound. Every
-method, ours included, first runs its kernel back to back for 1.5 s: the bf16 matmul is power-limited, and
+method, ours included, first runs its kernel back to back for 1 s: the bf16 matmul is power-limited, and
 its time depends on the GPU's recent load by 3-5 %, which is the GPU's doing, not the timer's.
 """
 
@@ -42,42 +42,54 @@ def hold(seconds: float) -> None:
     torch.cuda._sleep(int(seconds * 2.0e9))  # H200 SM clock ~1.98 GHz: long enough for the host to queue
 
 
+def device_seconds_per_call(fn, calls: int = 10) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e-3 / calls
+
+
 def events_back_to_back(fn, calls: int, hold_stream: bool = True) -> float:
-    """Median over ROUNDS of (events around `calls` back-to-back calls) / calls: NVBench's batch (hot) figure."""
+    """Median over ROUNDS of (events around `calls` back-to-back calls) / calls: NVBench's batch (hot) figure.
+    Rounds follow each other with one wait at the end; before each, the stream is held only as long as the
+    host needs to queue the round (a host-bound tiny kernel), so a device-bound kernel never idles."""
     steady_state(fn)
-    per_call = []
-    for _ in range(ROUNDS):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    device, host = device_seconds_per_call(fn), 10e-6
+    round_hold = 2 * (host + (calls - 1) * max(0.0, host - device))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(ROUNDS)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(ROUNDS)]
+    for r in range(ROUNDS):
         if hold_stream:
-            hold(calls * 20e-6)
-        start.record()
+            hold(round_hold)
+        starts[r].record()
         for _ in range(calls):
             fn()
-        end.record()
-        end.synchronize()
-        per_call.append(start.elapsed_time(end) * 1e-3 / calls)
-    return statistics.median(per_call)
+        ends[r].record()
+    ends[-1].synchronize()
+    return statistics.median(s.elapsed_time(e) * 1e-3 / calls for s, e in zip(starts, ends))
 
 
 def events_per_call_flushed(fn, calls: int) -> float:
-    """Median of per-call events, L2 overwritten before each call: do_bench's definition, written by hand."""
+    """Median of per-call events, L2 overwritten before each call: do_bench's definition, written by hand,
+    every call queued behind one hold and read after one wait."""
     global FLUSH
     if FLUSH is None:
         FLUSH = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
     steady_state(fn)
-    samples = []
-    for _ in range(ROUNDS):
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-        hold(calls * 30e-6)
-        for i in range(calls):
-            FLUSH.zero_()
-            starts[i].record()
-            fn()
-            ends[i].record()
-        ends[-1].synchronize()
-        samples.extend(s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends))
-    return statistics.median(samples)
+    n = ROUNDS * calls
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    hold(min(n * 30e-6, 0.05))
+    for i in range(n):
+        FLUSH.zero_()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    ends[-1].synchronize()
+    return statistics.median(s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends))
 
 
 def do_bench_median(fn) -> float:
@@ -132,6 +144,8 @@ def main() -> int:
                 torch.cuda.empty_cache()
             runs.append(row)
             print(f"repeat {repeat + 1}/{args.repeats} done in {time.time() - t0:.0f} s", flush=True)
+            if args.json:  # kept after every repeat, so a run cut short still leaves its data
+                args.json.write_text(json.dumps({"runs": runs}, indent=2))
 
     methods = ["gpubench_cold", "do_bench", "events_per_call", "gpubench_hot", "events_back_to_back",
                "events_naive_loop", "plain_benchmark_median", "plain_benchmark_min"]
