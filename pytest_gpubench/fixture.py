@@ -15,7 +15,7 @@ from .measure.sampler import Measurement, SamplingPolicy, measure
 from .measure.throughput import Work, canonical_dtype, throughput_metrics
 from .measure.timers import TIMER_NAMES, choose_timer, make_timer
 from .options import CACHE_MODES
-from .record import GPUBENCH_KEY, ReplayTimer, record_samples, replay_timer_of
+from .record import GPUBENCH_KEY, CellRecord, ReplayTimer, jsonable_params, record_samples, replay_timer_of
 from .session import CellResult, GpubenchSession, get_session
 
 HEARTBEAT_S = 10.0
@@ -53,7 +53,13 @@ class GpuBench:
 
     @property
     def enabled(self) -> bool:
-        """False under --benchmark-disable: the function then runs once, untimed, as a smoke test."""
+        """False under --benchmark-disable: the function then runs once, untimed, as a smoke test.
+
+        In an xdist worker pytest-benchmark disables itself; gpubench measures there all the same (the
+        controller stores the results), so only the user's own --benchmark-disable counts."""
+        if self._session.in_worker:
+            config = self._request.config
+            return not (config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
         return not self._benchmark.disabled
 
     def __call__(
@@ -144,8 +150,6 @@ class GpuBench:
 
     def _finish(self, measurement: Measurement, work: Work, metrics: dict[str, float]) -> CellResult:
         summary = measurement.summary
-        rates = throughput_metrics(work, summary.median, self.target)
-        all_metrics = {**rates, **metrics}
         details: dict[str, Any] = {
             "target": self.target.id,
             "timer": measurement.timer,
@@ -158,29 +162,38 @@ class GpuBench:
             "p90": summary.p90,
             "p95": summary.p95,
             "p99": summary.p99,
-            "metrics": all_metrics,
+            "metrics": {**throughput_metrics(work, summary.median, self.target), **metrics},
             "work": {k: v for k, v in vars(work).items() if v is not None},
         }
         if self.target.price_per_hour is not None:
             details["usd_per_hour"] = self.target.price_per_hour
-        variant = self._request.node.funcargs.get("variant") if hasattr(self._request.node, "funcargs") else None
+        node = self._request.node
+        variant = node.funcargs.get("variant") if hasattr(node, "funcargs") else None
         if isinstance(variant, Variant):
             details["variant"] = variant.name
         details.update(self.extra_info)
-        record_samples(self._benchmark, self._replay, measurement.timer, measurement.totals_s, measurement.loops,
-                       {GPUBENCH_KEY: details})
-        result = CellResult(
-            nodeid=self._request.node.nodeid,
-            target=self.target.id,
-            summary=summary,
-            timer=measurement.timer,
-            cache=measurement.cache,
+        callspec = getattr(node, "callspec", None)
+        record = CellRecord(
+            nodeid=node.nodeid,
+            name=node.name,
+            group=self._benchmark.group,
+            param=callspec.id if callspec else None,
+            params=jsonable_params(callspec.params if callspec else None),
+            totals_s=measurement.totals_s,
             loops=measurement.loops,
-            stop_reason=measurement.stop_reason,
-            metrics=all_metrics,
+            timer=measurement.timer,
+            extra_info={GPUBENCH_KEY: details},
         )
-        self._session.results.append(result)
-        return result
+        if self._session.in_worker:
+            # pytest-benchmark is off in xdist workers: the record travels to the controller, which stores it
+            self._benchmark.pedantic(lambda: None)
+        else:
+            record_samples(self._benchmark, self._replay, record)
+        self._session.records.append(record)
+        verdict = self._session.judge_cell(record)
+        if verdict is not None and verdict.failed:
+            pytest.fail(f"gpubench gate: {node.nodeid} {verdict.describe()}", pytrace=False)
+        return CellResult(record)
 
 
 @pytest.fixture
@@ -189,6 +202,8 @@ def gpubench_target(request: pytest.FixtureRequest) -> Target:
     param = getattr(request, "param", None)
     if not isinstance(param, Target):
         raise RuntimeError(f"{TARGET_PARAM} is parametrized by pytest-gpubench; do not request it outside a benchmark")
+    # travels with the test's report (to the xdist controller, into JUnit XML): marks the test as a cell
+    request.node.user_properties.append((TARGET_PARAM, param.id))
     return param
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from .gate import GatePolicy
 from .hardware import Catalog, GpuRequest, GpuSpecError, parse_gpu_option
 from .matrix import Variant
 from .measure.sampler import SamplingPolicy
@@ -25,7 +26,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 CACHE_MODES = ("cold", "hot")
-CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "prices", "variants")
+CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "gate", "gate_alpha",
+               "summary", "prices", "variants")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -45,6 +47,14 @@ def add_options(parser: pytest.Parser) -> None:
                     help="Stop once the median's relative standard error is under this, e.g. 0.005 or 0.5%% (default 0.5%%).")
     group.addoption("--gpubench-warmup", dest="gpubench_warmup", metavar="SECONDS", default=None,
                     help="Warm up for at least this long before sampling (default 1 on a GPU, 0.1 on the CPU).")
+    group.addoption("--gpubench-gate", dest="gpubench_gate", metavar="THRESHOLD", default=None,
+                    help="With --benchmark-compare: fail a cell whose median is slower than the baseline's by more "
+                    "than THRESHOLD (e.g. 5%% or 2.5%%) AND whose raw samples differ significantly (Mann-Whitney U).")
+    group.addoption("--gpubench-gate-alpha", dest="gpubench_gate_alpha", metavar="P", default=None,
+                    help="Significance level of the gate's test (default 0.01).")
+    group.addoption("--gpubench-summary", dest="gpubench_summary", metavar="PATH", default=None,
+                    help="Where the gate's markdown summary goes (default: $GITHUB_STEP_SUMMARY when set, "
+                    "else gpubench-summary.md in the rootdir).")
     group.addoption("--gpubench-cache", dest="gpubench_cache", metavar="cold|hot", default=None,
                     help="cold: overwrite the caches (L2 on a GPU) before every sample; hot: back-to-back. "
                     "Default: cold on GPUs, hot on the CPU.")
@@ -92,6 +102,8 @@ class Settings:
     catalog: Catalog
     variants: Mapping[str, Variant] = field(default_factory=dict)
     config_path: Path | None = None
+    gate: GatePolicy | None = None
+    summary_path: Path | None = None
 
 
 def find_config_file(config: pytest.Config) -> Path | None:
@@ -193,7 +205,20 @@ def load_settings(config: pytest.Config) -> Settings:
     cache = None if value is None else parse_cache(value, origin)
 
     variants = _parse_variants(table["variants"], where) if "variants" in table else {}
+
+    value, origin = pick("gpubench_gate", "gate")
+    gate = None
+    if value is not None:
+        threshold = parse_fraction(value, origin)
+        if not config.getoption("benchmark_compare", None):
+            raise pytest.UsageError(f"{origin} needs a baseline; add --benchmark-compare (the newest saved run) "
+                                    "or --benchmark-compare=NUM")
+        alpha_value, alpha_origin = pick("gpubench_gate_alpha", "gate_alpha")
+        alpha = 0.01 if alpha_value is None else parse_fraction(alpha_value, alpha_origin)
+        gate = GatePolicy(threshold, alpha)
+    value, origin = pick("gpubench_summary", "summary")
+    summary_path = None if value is None else Path(str(value))
     if min_time > max_time:
         raise pytest.UsageError(f"min_time {min_time:g} s is above max_time {max_time:g} s; raise max_time or lower min_time")
     policy = SamplingPolicy(warmup_s=warmup, max_time_s=max_time, min_time_s=min_time, min_samples=min_samples, stdrel=stdrel)
-    return Settings(requests, policy, cache, catalog, variants, path)
+    return Settings(requests, policy, cache, catalog, variants, path, gate, summary_path)

@@ -11,9 +11,11 @@ import pytest
 from . import options
 from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
 from .matrix import TARGET_PARAM, parametrize_cell
-from .record import attach_replay_timer, keep_raw_samples
-from .report.terminal import summary_lines
-from .session import SESSION_PLUGIN_NAME, GpubenchSession, get_session
+from .record import attach_replay_timer, tidy_saved_json
+from .report.markdown import write_gate_summary
+from .report.terminal import gate_lines, summary_lines
+from .session import SESSION_PLUGIN_NAME, CellResult, GpubenchSession, get_session
+from .workers import WORKEROUTPUT_KEY, merge_worker_payload, worker_payload
 
 
 @pytest.hookimpl
@@ -64,14 +66,41 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 @pytest.hookimpl
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Sequence[Any], output_json: dict[str, Any]) -> None:
-    keep_raw_samples(benchmarks, output_json)
+    tidy_saved_json(benchmarks, output_json)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    payload = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
+    if payload:
+        merge_worker_payload(get_session(node.config), payload)
+
+
+@pytest.hookimpl
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = get_session(session.config)
+    if state.in_worker:
+        session.config.workeroutput[WORKEROUTPUT_KEY] = worker_payload(state)  # type: ignore[attr-defined]
+        if state.records:  # measured after all: pytest-benchmark's "disabled under xdist" warning would mislead
+            state.benchmark_session.xdist_benchmark_found = False
+        return
+    gate = state.settings.gate
+    if gate is not None:
+        state.note_missing_cells()
+        state.summary_written_to = write_gate_summary(state, gate, session.config)
 
 
 @pytest.hookimpl
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    results = get_session(config).results
-    if not results:
-        return
-    terminalreporter.section(f"gpubench: {len(results)} cell{'s' if len(results) != 1 else ''}", sep="-")
-    for line in summary_lines(results):
-        terminalreporter.write_line(line)
+    state = get_session(config)
+    results = [CellResult(record) for record in state.records]
+    if results:
+        terminalreporter.section(f"gpubench: {len(results)} cell{'s' if len(results) != 1 else ''}", sep="-")
+        for line in summary_lines(results):
+            terminalreporter.write_line(line)
+    if state.settings.gate is not None:
+        terminalreporter.section("gpubench gate", sep="-")
+        for line in gate_lines(state.verdicts.values()):
+            terminalreporter.write_line(line)
+        if state.summary_written_to is not None:
+            terminalreporter.write_line(f"markdown summary: {state.summary_written_to}")

@@ -65,3 +65,11 @@ class Summary:
             p99=float(p99),
             stdrel=relative_median_stderr(data),
         )
+
+
+def format_seconds(value: float) -> str:
+    """1.234e-3 -> '1.234 ms': four significant digits in the largest unit that keeps the value >= 1."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value * 1e9:.4g} ns"

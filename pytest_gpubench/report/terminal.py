@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
+from ..gate import Verdict
+from ..measure.stats import format_seconds
 from ..session import CellResult
 
 RATE_COLUMNS = (
@@ -14,13 +17,6 @@ RATE_COLUMNS = (
     ("tokens_per_s", "tok/s"),
     ("items_per_s", "items/s"),
 )
-
-
-def format_seconds(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.4g} {unit}"
-    return f"{seconds / 1e-9:.4g} ns"
 
 
 def _rate(value: float) -> str:
@@ -46,4 +42,15 @@ def summary_lines(results: Sequence[CellResult]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return lines
+
+
+def gate_lines(verdicts: Iterable[Verdict]) -> list[str]:
+    """Counts per outcome, then one line for every cell that failed or needs a look."""
+    ordered = sorted(verdicts, key=lambda v: v.fullname)
+    counts = Counter(v.outcome for v in ordered)
+    lines = [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no gpubench cell was judged"]
+    for verdict in ordered:
+        if verdict.outcome in ("regressed", "failed", "slower-not-significant", "no-baseline", "different-hardware", "missing"):
+            lines.append(f"{verdict.fullname}: {verdict.describe()}")
     return lines
