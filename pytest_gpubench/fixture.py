@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from .executors.local import Lease, hold_gpus
 from .hardware import Target
 from .matrix import TARGET_PARAM, Variant
 from .measure.sampler import Measurement, SamplingPolicy, measure
@@ -19,6 +20,7 @@ from .record import GPUBENCH_KEY, CellRecord, ReplayTimer, jsonable_params, reco
 from .session import CellResult, GpubenchSession, get_session
 
 HEARTBEAT_S = 10.0
+LEASE_KEY = pytest.StashKey[Lease]()
 
 
 def _dtype_name(dtype: object) -> str | None:
@@ -171,6 +173,12 @@ class GpuBench:
         variant = node.funcargs.get("variant") if hasattr(node, "funcargs") else None
         if isinstance(variant, Variant):
             details["variant"] = variant.name
+        lease = node.stash.get(LEASE_KEY, None)
+        if lease is not None and lease.uuids:
+            details["gpu_uuids"] = list(lease.uuids)
+            details["gpus_held_from"] = lease.acquired_at
+            details["gpus_held_until_at_least"] = time.time()
+            details["gpus_waited_s"] = lease.waited_s
         details.update(self.extra_info)
         callspec = getattr(node, "callspec", None)
         record = CellRecord(
@@ -197,14 +205,23 @@ class GpuBench:
 
 
 @pytest.fixture
-def gpubench_target(request: pytest.FixtureRequest) -> Target:
-    """The cell's GPU target (``H200:1``, ``cpu``); parametrized from --gpu."""
+def gpubench_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The cell's GPU target (``H200:1``, ``cpu``), parametrized from --gpu. Under xdist the cell holds its
+    GPUs (lock files) from here to its teardown, so no other worker uses them meanwhile."""
     param = getattr(request, "param", None)
     if not isinstance(param, Target):
         raise RuntimeError(f"{TARGET_PARAM} is parametrized by pytest-gpubench; do not request it outside a benchmark")
     # travels with the test's report (to the xdist controller, into JUnit XML): marks the test as a cell
     request.node.user_properties.append((TARGET_PARAM, param.id))
-    return param
+    session = get_session(request.config)
+    gpus = session.gpus_for(param)
+    if session.in_worker and gpus:
+        with hold_gpus(gpus) as lease:
+            request.node.stash[LEASE_KEY] = lease
+            yield param
+    else:
+        request.node.stash[LEASE_KEY] = Lease(tuple(g.uuid or str(g.index) for g in gpus), time.time(), 0.0)
+        yield param
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import pytest
 
 from . import options
 from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
+from .executors.local import auto_workers
+from .hardware import discover_local_inventory, resolve_targets
 from .matrix import TARGET_PARAM, parametrize_cell
 from .record import attach_replay_timer, tidy_saved_json
 from .report.markdown import write_gate_summary
@@ -30,6 +32,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     config.addinivalue_line("markers", "variants(*names): run this benchmark once per named variant")
     config.pluginmanager.register(GpubenchSession.from_config(config), SESSION_PLUGIN_NAME)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with GPU targets: one worker per GPU slot. Runs before pytest_configure, so it reads the
+    settings and the host itself."""
+    settings = options.load_settings(config)
+    inventory = discover_local_inventory()
+    return auto_workers(resolve_targets(settings.requests, inventory, settings.catalog), len(inventory.gpus))
 
 
 @pytest.hookimpl(trylast=True)  # after @pytest.mark.parametrize, so the GPU comes last in ids

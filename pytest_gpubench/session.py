@@ -4,6 +4,7 @@ the baseline and the gate's verdicts."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from .gate import Verdict, judge
-from .hardware import LocalInventory, Target, discover_local_inventory, resolve_targets, unmet_reason
+from .executors.local import plan_slot, slot_size_for, visible_devices
+from .hardware import LocalGpu, LocalInventory, Target, discover_local_inventory, resolve_targets, unmet_reason
 from .matrix import TARGET_PARAM
 from .measure.stats import Summary
 from .options import Settings, load_settings
@@ -102,9 +104,23 @@ class GpubenchSession:
             reason = unmet_reason(target, inventory, settings.catalog)
             if reason is not None:
                 self.skip_reasons[target] = reason
+        self.slot: tuple[LocalGpu, ...] = inventory.gpus  # the GPUs this process's cells run on, in CUDA order
+        if self.in_worker and inventory.gpus:
+            self._take_worker_slot(config)
         self.records: list[CellRecord] = []
         self.verdicts: dict[str, Verdict] = {}
         self.summary_written_to: str | None = None
+
+    def _take_worker_slot(self, config: Any) -> None:
+        """This xdist worker's own GPUs, made its CUDA_VISIBLE_DEVICES before anything can initialise CUDA."""
+        worker_index = int(str(config.workerinput["workerid"]).removeprefix("gw"))
+        size = slot_size_for(self.targets, len(self.inventory.gpus))
+        if size:
+            self.slot = plan_slot(self.inventory.gpus, worker_index, size)
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(self.slot)
+
+    def gpus_for(self, target: Target) -> tuple[LocalGpu, ...]:
+        return () if target.is_cpu else self.slot[: target.count]
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> GpubenchSession:
