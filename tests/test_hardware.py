@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
-import os
-import stat
-from pathlib import Path
 
 import pytest
 
@@ -125,31 +124,6 @@ def test_items_and_tokens_per_second() -> None:
 
 # --- a host with GPUs, as nvidia-smi reports it ----------------------------------------------------
 
-FAKE_SMI = """#!/bin/sh
-case "$*" in
-  *--query-gpu*) cat "$(dirname "$0")/gpus.csv" ;;
-  *) echo '| NVIDIA-SMI 580.159.04    Driver Version: 580.159.04    CUDA Version: 13.0 |' ;;
-esac
-"""
-
-
-def install_fake_nvidia_smi(directory: Path, monkeypatch: pytest.MonkeyPatch, csv: str) -> None:
-    """A fake nvidia-smi, first on PATH, that reports ``csv``; subprocess runs of pytest see it."""
-    bindir = directory / "fake-bin"
-    bindir.mkdir()
-    (bindir / "gpus.csv").write_text(csv)
-    smi = bindir / "nvidia-smi"
-    smi.write_text(FAKE_SMI)
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-
-
-@pytest.fixture
-def host_with_two_h200(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    install_fake_nvidia_smi(tmp_path, monkeypatch, SMI_CSV)
-
-
 def test_targets_on_a_host_with_two_h200(pytester: pytest.Pytester, host_with_two_h200: None) -> None:
     pytester.makepyfile(
         test_h="""
@@ -215,11 +189,8 @@ def test_configured_prices_reach_the_saved_run(pytester: pytest.Pytester, host_w
     assert bench["extra_info"]["gpubench"]["usd_per_hour"] == 10.0
 
 
-def test_local_gpu_the_catalog_lacks_still_runs(
-    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rtx = "0, NVIDIA GeForce RTX 4090, 24564, GPU-dddd, 580.159.04, 3105, 10501\n"
-    install_fake_nvidia_smi(tmp_path, monkeypatch, rtx)
+def test_local_gpu_the_catalog_lacks_still_runs(pytester: pytest.Pytester, fake_nvidia_smi: Callable[[str], None]) -> None:
+    fake_nvidia_smi("0, NVIDIA GeForce RTX 4090, 24564, GPU-dddd, 580.159.04, 3105, 10501\n")
     pytester.makepyfile(test_h="def test_h(gpubench):\n    gpubench.record([0.001])\n")
     result = pytester.runpytest_subprocess("--gpu", "local", "-v", "-p", "no:cacheprovider")
     assert "test_h.py::test_h[NVIDIA-GeForce-RTX-4090:1] PASSED" in result.stdout.str()

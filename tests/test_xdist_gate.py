@@ -4,8 +4,6 @@ silently, every baseline case with an explicit outcome, and GPUs that no two wor
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
 import pytest
@@ -191,14 +189,6 @@ def test_gate_without_a_baseline_option_is_a_usage_error(pytester: pytest.Pytest
 
 # --- GPUs per worker, on a host that a fake nvidia-smi describes ------------------------------------
 
-FAKE_SMI = """#!/bin/sh
-case "$*" in
-  *--query-gpu*) cat "$(dirname "$0")/gpus.csv" ;;
-  *) echo '| NVIDIA-SMI 580.159.04    Driver Version: 580.159.04    CUDA Version: 13.0 |' ;;
-esac
-"""
-TWO_H200 = "0, NVIDIA H200, 143771, GPU-aaaa, 580.159.04, 1980, 3201\n1, NVIDIA H200, 143771, GPU-bbbb, 580.159.04, 1980, 3201\n"
-
 GPU_SUITE = """
 import os
 import time
@@ -212,19 +202,6 @@ def test_cell(gpubench, i):
     gpubench.extra_info["visible"] = os.environ["CUDA_VISIBLE_DEVICES"]
     gpubench.record([0.001] * 5)
 """
-
-
-@pytest.fixture
-def host_with_two_h200(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bindir = tmp_path / "fake-bin"
-    bindir.mkdir()
-    (bindir / "gpus.csv").write_text(TWO_H200)
-    smi = bindir / "nvidia-smi"
-    smi.write_text(FAKE_SMI)
-    smi.chmod(smi.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setenv("GPUBENCH_LOCK_DIR", str(tmp_path / "locks"))
 
 
 def cells(pytester: pytest.Pytester) -> list[dict]:
