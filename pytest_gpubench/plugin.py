@@ -10,6 +10,7 @@ import pytest
 
 from . import options
 from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
+from .serving.fixture import llm_server, server_report_sections  # noqa: F401
 from .executors.local import auto_workers
 from .hardware import discover_local_inventory, resolve_targets
 from .matrix import TARGET_PARAM, parametrize_cell
@@ -56,6 +57,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if TARGET_PARAM in getattr(item, "fixturenames", ()):
             attach_replay_timer(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed phase of a cell that launched servers carries their full stdout and stderr."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for title, text in server_report_sections(item):
+            report.sections.append((title, text))
 
 
 @pytest.hookimpl

@@ -1,0 +1,1 @@
+"""Serving: an LLM server's lifecycle (launch, readiness, logs, watchdog, failure classes) for one cell."""

@@ -1,0 +1,138 @@
+"""The ``llm_server`` fixture: start a server for this cell, prove it ready, and tear it down; a failure
+fails the cell with its class first and the server's full stdout and stderr attached to the report."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from ..hardware import Target
+from .engines import engine_launch
+from .failures import ServerFailure
+from .ports import free_port
+from .server import RunningServer, ServerSpec, launch
+
+SERVERS_KEY = pytest.StashKey[list[RunningServer]]()
+FAILURES_KEY = pytest.StashKey[list[ServerFailure]]()
+
+
+def log_dir_for(config: pytest.Config, nodeid: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.\-\[\]:]+", "_", nodeid).replace("::", "--").replace(":", "_")
+    return Path(config.rootpath) / "gpubench-logs" / safe
+
+
+class LlmServerFactory:
+    """``llm_server(engine, model=..., args=[...])`` starts one server and returns it once ready."""
+
+    def __init__(self, request: pytest.FixtureRequest, target: Target | None) -> None:
+        self._request = request
+        self._target = target
+        self.servers: list[RunningServer] = []
+        request.node.stash[SERVERS_KEY] = self.servers
+        request.node.stash[FAILURES_KEY] = []
+
+    def __call__(
+        self,
+        engine: str = "command",
+        *,
+        model: str | None = None,
+        args: Sequence[str] = (),
+        argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        health_path: str | None = None,
+        ready_timeout_s: float = 600.0,
+        grace_s: float = 10.0,
+        smoke_request: bool | None = None,
+        name: str | None = None,
+        port: int | None = None,
+    ) -> RunningServer:
+        port = port or free_port()
+        gpus = 0 if self._target is None or self._target.is_cpu else self._target.count
+        launch_plan = engine_launch(engine, model=model, port=port, gpus=gpus, args=args, argv=argv)
+        spec = ServerSpec(
+            name=name or f"{engine}{len(self.servers) or ''}",
+            argv=launch_plan.argv,
+            port=port,
+            env=dict(env or {}),
+            health_path=health_path or launch_plan.health_path,
+            ready_timeout_s=ready_timeout_s,
+            grace_s=grace_s,
+        )
+        log_dir = log_dir_for(self._request.config, self._request.node.nodeid)
+        try:
+            server = launch(spec, log_dir, self._heartbeat)
+            self.servers.append(server)
+            server.wait_ready()
+            if smoke_request if smoke_request is not None else launch_plan.openai:
+                self._one_token(server, model or "")
+        except ServerFailure as failure:
+            self._request.node.stash[FAILURES_KEY].append(failure)
+            pytest.fail(str(failure), pytrace=False)
+        return server
+
+    def _one_token(self, server: RunningServer, model: str) -> None:
+        """A real request before anything is measured: /health can be 200 before the model can answer."""
+        started = time.monotonic()
+        body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1, "stream": False}).encode()
+        request = urllib.request.Request(server.base_url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answer = json.loads(response.read())
+            if not answer.get("choices"):
+                raise ValueError(f"no choices in {str(answer)[:200]}")
+        except (OSError, ValueError) as error:
+            detail = error.read().decode(errors="replace")[:300] if isinstance(error, urllib.error.HTTPError) else str(error)
+            server.stop()
+            raise server.failure("unhealthy", f"server {server.spec.name!r} answered /health but not a one-token "
+                                  f"completion: {detail}", None) from None
+        server.times["one_token_request"] = time.monotonic() - started
+
+    def _heartbeat(self, line: str) -> None:
+        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"[gpubench] {self._request.node.nodeid}: {line}")
+
+    def teardown(self) -> None:
+        """Stop every server. A server that died while the cell ran, or left processes behind, fails it."""
+        problems: list[str] = []
+        for server in self.servers:
+            leftover = server.stop()  # first: the logs are complete only once every process holding them is gone
+            try:
+                server.check_alive()
+            except ServerFailure as failure:
+                self._request.node.stash[FAILURES_KEY].append(failure)
+                problems.append(str(failure))
+            if leftover:
+                problems.append(f"server {server.spec.name!r} left processes {leftover} after SIGKILL")
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def llm_server(request: pytest.FixtureRequest) -> Iterator[LlmServerFactory]:
+    """Start servers for this cell: ``server = llm_server("vllm", model="...")``; torn down after the test."""
+    target = request.getfixturevalue("gpubench_target") if "gpubench_target" in request.fixturenames else None
+    factory = LlmServerFactory(request, target)
+    yield factory
+    factory.teardown()
+
+
+def server_report_sections(item: pytest.Item) -> list[tuple[str, str]]:
+    """Every server's full stdout and stderr, for the report of a failed phase of ``item``."""
+    sections: list[tuple[str, str]] = []
+    for server in item.stash.get(SERVERS_KEY, []):
+        for path, text in server.logs().items():
+            sections.append((f"gpubench server {server.spec.name!r} log {path}", text or "(empty)\n"))
+    return sections
+
+
+def failure_classes(item: pytest.Item) -> list[str]:
+    return [failure.failure_class for failure in item.stash.get(FAILURES_KEY, [])]
