@@ -10,7 +10,7 @@ import pytest
 
 from . import options
 from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures are found on the plugin module
-from .serving.fixture import llm_server, server_report_sections  # noqa: F401
+from .serving.fixture import llm_load, llm_server, server_report_sections  # noqa: F401
 from .executors.local import auto_workers
 from .hardware import discover_local_inventory, resolve_targets
 from .matrix import TARGET_PARAM, parametrize_cell

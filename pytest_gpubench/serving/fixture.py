@@ -7,16 +7,23 @@ import json
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ..hardware import Target
 from .engines import engine_launch
 from .failures import ServerFailure
+from .loadgen import LoadOutcome, LoadSpec, run_load
+from .metrics import ServingMetrics, Slo, compute_metrics
 from .ports import free_port
+from .selfcheck import SelfCheck, self_check
 from .server import RunningServer, ServerSpec, launch
 
 SERVERS_KEY = pytest.StashKey[list[RunningServer]]()
@@ -136,3 +143,63 @@ def server_report_sections(item: pytest.Item) -> list[tuple[str, str]]:
 
 def failure_classes(item: pytest.Item) -> list[str]:
     return [failure.failure_class for failure in item.stash.get(FAILURES_KEY, [])]
+
+
+class ClientBoundWarning(UserWarning):
+    """The load generator, not the server, limited the run: its timings include client delay."""
+
+
+@dataclass(frozen=True)
+class ServingReport:
+    metrics: ServingMetrics
+    check: SelfCheck
+    outcome: LoadOutcome
+
+
+RECORDABLE = ("ttft", "tpot", "e2el")
+
+
+class LlmLoad:
+    """``llm_load(server, prompts, max_tokens=..., max_concurrency=..., request_rate=...)`` sends the load,
+    returns its metrics, and records them in the cell (pytest-benchmark samples: one per request)."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+
+    def __call__(self, server: RunningServer | str, prompts: Sequence[Any], *, record: str = "ttft",
+                 slo: Slo | None = None, **spec: Any) -> ServingReport:
+        if record not in RECORDABLE:
+            raise ValueError(f"record={record!r}; use one of {', '.join(RECORDABLE)}")
+        if not prompts:
+            raise ValueError("llm_load needs at least one prompt")
+        url = server.base_url if isinstance(server, RunningServer) else server
+        parsed = urllib.parse.urlsplit(url)
+        load_spec = LoadSpec(**spec)
+        outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
+        if isinstance(server, RunningServer):
+            try:
+                server.check_alive()
+            except ServerFailure as failure:
+                self._request.node.stash[FAILURES_KEY].append(failure)
+                pytest.fail(str(failure), pytrace=False)
+        metrics = compute_metrics(outcome.results, slo)
+        check = self_check(outcome, load_spec.processes)
+        if check.client_bound:
+            warnings.warn(ClientBoundWarning(check.warning), stacklevel=2)
+        if metrics.completed == 0:
+            pytest.fail(f"[unhealthy] none of {len(outcome.results)} requests completed; first errors: "
+                        f"{'; '.join(metrics.first_errors)}", pytrace=False)
+        if "gpubench" in self._request.fixturenames:
+            done = [r for r in outcome.results if r.ok]
+            samples = [r.ttft if record == "ttft" else r.e2el if record == "e2el" else r.tpot for r in done]
+            self._request.getfixturevalue("gpubench").record(
+                [s for s in samples if s is not None], timer=f"llm_load:{record}",
+                metrics={**metrics.as_dict(), **check.as_dict()},
+            )
+        return ServingReport(metrics, check, outcome)
+
+
+@pytest.fixture
+def llm_load(request: pytest.FixtureRequest) -> LlmLoad:
+    """Send a load to a server and record TTFT/TPOT/ITL/E2EL, throughput and goodput in this cell."""
+    return LlmLoad(request)

@@ -2,7 +2,7 @@
 then one token every ITL. Each token is one SSE event; a final usage event and ``data: [DONE]`` are
 optional, as real servers differ (transformers serve sends usage but no [DONE]).
 
-    python stream_server.py --port N [--ttft-ms 50] [--itl-ms 10] [--no-done] [--no-usage] [--close]
+    python stream_server.py --port N [--ttft-ms 50] [--itl-ms 10] [--no-done] [--no-usage] [--close] [--workers K]
 
 The server checks itself: every usage event carries ``server_late_ms``, the most any token of that
 response left after its scheduled time, and ``token_sent_at``, when each token was written (perf_counter:
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 
 
@@ -27,6 +28,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             arrived = time.perf_counter()
+            if head.startswith(b"GET "):  # /health and friends
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+                await writer.drain()
+                continue
             length = 0
             for line in head.split(b"\r\n")[1:]:
                 if line.lower().startswith(b"content-length:"):
@@ -63,9 +68,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
         writer.close()
 
 
-async def main(args: argparse.Namespace) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, args), "127.0.0.1", args.port, backlog=4096)
-    print("ready", flush=True)
+async def main(args: argparse.Namespace, announce: bool) -> None:
+    server = await asyncio.start_server(lambda r, w: handle(r, w, args), "127.0.0.1", args.port, backlog=4096,
+                                        reuse_port=True)
+    if announce:
+        print("ready", flush=True)
     async with server:
         await server.serve_forever()
 
@@ -78,4 +85,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-done", dest="done", action="store_false")
     parser.add_argument("--no-usage", dest="usage", action="store_false")
     parser.add_argument("--close", action="store_true")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
+    arguments = parser.parse_args()
+    for _ in range(arguments.workers - 1):
+        if os.fork() == 0:
+            asyncio.run(main(arguments, announce=False))
+    asyncio.run(main(arguments, announce=True))

@@ -1,0 +1,86 @@
+"""How right are llm_load's TTFT and ITL? Against tests/servers/stream_server.py (50 ms to the first token,
+then one every 10 ms), all requests sent at once, the client pinned to one core and the server to another.
+
+    python benchmarks/loadgen_accuracy.py --concurrency 1 256 1024 [--tokens 64] [--processes 1]
+
+Truth comes from the server: it reports when it wrote each token (perf_counter, one clock host-wide), so
+for every request  client TTFT - (server's first write - client's send)  is the client's own error, and
+likewise for each inter-token gap. The table gives medians, the server's lateness against its schedule,
+the event loop's lag, and whether the self-check called the run client-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_gpubench.serving.loadgen import LoadSpec, run_load  # noqa: E402
+from pytest_gpubench.serving.metrics import compute_metrics  # noqa: E402
+from pytest_gpubench.serving.ports import free_port  # noqa: E402
+from pytest_gpubench.serving.selfcheck import self_check  # noqa: E402
+
+SERVER = ROOT / "tests" / "servers" / "stream_server.py"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 256, 1024])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--client-core", type=int, default=0)
+    parser.add_argument("--server-workers", type=int, default=1, help="server processes; they get every core but the client's")
+    args = parser.parse_args()
+
+    port = free_port()
+    cores = os.cpu_count() or 1
+    client_core = args.client_core % cores
+    server_cores = set(range(cores)) - {client_core} or {client_core}
+    server = subprocess.Popen(["taskset", "-c", ",".join(map(str, sorted(server_cores))), sys.executable, str(SERVER),
+                               "--port", str(port), "--ttft-ms", "50", "--itl-ms", "10", "--workers", str(args.server_workers)],
+                              stdout=subprocess.PIPE, start_new_session=True)
+    assert server.stdout is not None
+    server.stdout.readline()
+    os.sched_setaffinity(0, {client_core})
+    print(f"client on core {client_core} of {cores}, {args.processes} process(es); server: {args.server_workers} "
+          f"process(es) on cores {sorted(server_cores)}; "
+          f"{args.tokens} tokens a request; all requests at once")
+    print(f"{'C':>5} {'TTFT med':>9} {'true':>7} {'err med':>8} {'err p99':>8} {'ITL med':>8} {'true':>7} "
+          f"{'err med':>8} {'server late p99':>15} {'loop lag p99':>12}  self-check")
+    try:
+        for concurrency in args.concurrency:
+            spec = LoadSpec(num_requests=concurrency, max_tokens=args.tokens, warmup_requests=min(concurrency, 8),
+                            processes=args.processes)
+            outcome = run_load("127.0.0.1", port, ["hello"], spec)
+            metrics = compute_metrics(outcome.results)
+            done = [r for r in outcome.results if r.ok]
+            ttft_err, itl_err, true_ttft, true_itl, late = [], [], [], [], []
+            for r in done:
+                sent = r.usage["token_sent_at"]  # type: ignore[index]
+                true_ttft.append(sent[0] - r.sent_at)
+                ttft_err.append(r.ttft - (sent[0] - r.sent_at))
+                true_itl += [b - a for a, b in zip(sent, sent[1:])]
+                itl_err += [c - t for c, t in zip(r.itls, [b - a for a, b in zip(sent, sent[1:])])]
+                late.append(r.usage["server_late_ms"])  # type: ignore[index]
+            check = self_check(outcome)
+            ms = 1e3
+            print(f"{concurrency:>5} {metrics.ttft.median:>9.2f} {statistics.median(true_ttft) * ms:>7.2f} "
+                  f"{statistics.median(ttft_err) * ms:>8.3f} {sorted(ttft_err)[int(0.99 * (len(ttft_err) - 1))] * ms:>8.3f} "
+                  f"{metrics.itl.median:>8.3f} {statistics.median(true_itl) * ms:>7.3f} {statistics.median(itl_err) * ms:>8.3f} "
+                  f"{sorted(late)[int(0.99 * (len(late) - 1))]:>15.2f} {check.loop_lag_p99_ms:>12.2f}  "
+                  f"{'CLIENT-BOUND: ' + check.warning if check.client_bound else 'ok'}"
+                  + (f"  failed {metrics.failed}: {metrics.first_errors[:1]}" if metrics.failed else ""))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
