@@ -16,6 +16,13 @@ RATE_COLUMNS = (
     ("pct_peak_gbps", "%peak BW"),
     ("tokens_per_s", "tok/s"),
     ("items_per_s", "items/s"),
+    # serving cells (llm_load)
+    ("ttft_p99_ms", "TTFT p99 ms"),
+    ("tpot_median_ms", "TPOT ms"),
+    ("itl_median_ms", "ITL ms"),
+    ("output_token_throughput", "out tok/s"),
+    ("goodput", "goodput req/s"),
+    ("failed", "failed req"),
 )
 
 

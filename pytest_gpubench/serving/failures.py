@@ -21,7 +21,9 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("model-not-found", r"RepositoryNotFoundError|404 Client Error|does not appear to have a file named|"
                             r"is not a local folder and is not a valid model identifier|"
                             r"Can't load the configuration of|No such file or directory: .*config\.json|"
-                            r"Unrecognized model in|model .* not found"),
+                            r"Unrecognized model in|model .* not found|"
+                            # transformers serve, given a folder that does not exist, blames the repo id's form
+                            r"Repo id must be in the form|HFValidationError|Incorrect path_or_model_id"),
         ("port-in-use", r"Address already in use|\[Errno 98\]|address in use|port .* is (already )?in use"),
         ("bad-engine-option", r"error: unrecognized arguments|error: argument|error: the following arguments are required|"
                               r"No such option|invalid choice|unexpected keyword argument"),
