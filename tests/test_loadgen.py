@@ -161,3 +161,87 @@ def test_llm_load_records_ttft_samples_and_serving_metrics(pytester: pytest.Pyte
     assert metrics["ttft_median_ms"] <= metrics["ttft_p99_ms"] <= metrics["e2el_p99_ms"]
     assert metrics["output_token_throughput"] > 0
     assert "client_loop_lag_p99_ms" in metrics
+
+
+# --- the HTTP/SSE parser, fed a response cut at random places ------------------------------------------
+
+def _sse(payload: str) -> bytes:
+    data = f"data: {payload}\n\n".encode()
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + _sse('{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}')  # role only: no content
+    + _sse('{"choices": [{"index": 0, "delta": {"content": "He"}}]}')  # spaced JSON
+    + _sse('{"choices":[{"index":0,"delta":{"content":"\\"llo"}}]}')  # starts with an escaped quote
+    + _sse('{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}')
+    + _sse('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":7}}')
+    + _sse("[DONE]")
+    + b"0\r\n\r\n"
+)
+
+
+def feed(response: bytes, cuts: list[int], chat: bool = True) -> RequestResult:
+    from pytest_gpubench.serving.loadgen import _HttpStream, _Response
+
+    async def go() -> RequestResult:
+        class Transport:
+            def write(self, data: bytes) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        stream = _HttpStream()
+        stream.connection_made(Transport())  # type: ignore[arg-type]
+        answer = _Response(chat)
+        done = stream.send(b"", answer)
+        edges = [0, *sorted(cuts), len(response)]
+        for a, b in zip(edges, edges[1:]):
+            stream.data_received(response[a:b])
+        finished = await done
+        return RequestResult(0.0, tuple(answer.chunk_times), finished, answer.prompt_tokens, answer.output_tokens, answer.error)
+
+    import asyncio
+
+    return asyncio.run(go())
+
+
+def test_parser_gives_the_same_answer_however_the_bytes_are_cut() -> None:
+    import random
+
+    rng = random.Random(7)
+    for trial in range(300):
+        cuts = rng.sample(range(1, len(RESPONSE)), rng.randint(0, 40)) if trial else []
+        result = feed(RESPONSE, cuts)
+        assert result.error is None
+        assert len(result.chunk_times) == 3  # "He", "\"llo", and the reasoning content; not the role-only delta
+        assert (result.prompt_tokens, result.output_tokens) == (3, 7)
+
+
+def test_parser_reports_error_events_and_http_errors() -> None:
+    error_event = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + _sse('{"error":{"message":"model overloaded"}}') + b"0\r\n\r\n")
+    assert "model overloaded" in (feed(error_event, [30]).error or "")
+    status = b"HTTP/1.1 422 Unprocessable\r\nContent-Length: 17\r\n\r\n{\"detail\":\"bad\"}\n"
+    from pytest_gpubench.serving.loadgen import _HttpStream, _Response
+    import asyncio
+
+    async def go() -> tuple[int, bytes]:
+        class Transport:
+            def write(self, data: bytes) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        stream = _HttpStream()
+        stream.connection_made(Transport())  # type: ignore[arg-type]
+        answer = _Response(False)
+        done = stream.send(b"", answer)
+        stream.data_received(status)
+        await done
+        return answer.status, bytes(answer.error_body)
+
+    assert asyncio.run(go()) == (422, b'{"detail":"bad"}\n')

@@ -13,6 +13,7 @@ import asyncio
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +24,9 @@ from typing import Any
 from .metrics import RequestResult
 
 LAG_TICK_S = 0.005
+# A non-empty string value: the first character after the opening quote is not the closing one.
+TEXT_CONTENT = re.compile(rb'"text"\s*:\s*"[^"]')
+CHAT_CONTENT = re.compile(rb'"(?:content|reasoning_content)"\s*:\s*"[^"]')
 
 
 @dataclass(frozen=True)
@@ -110,14 +114,22 @@ class _Response:
         self.usage: dict[str, Any] | None = None
 
     def event(self, data: bytes, now: float) -> None:
-        if data == b"[DONE]":
-            return
+        """One SSE data payload. Content events, nearly all of them, are recognised without parsing JSON;
+        only events that may carry usage or an error are parsed."""
+        if b'"usage"' in data or b'"error"' in data:
+            self._parsed_event(data, now)
+        elif (CHAT_CONTENT if self.chat else TEXT_CONTENT).search(data):
+            self.chunk_times.append(now)
+        elif data != b"[DONE]" and not data.startswith(b"{"):
+            self.error = f"unparseable event: {data[:200]!r}"
+
+    def _parsed_event(self, data: bytes, now: float) -> None:
         try:
             message = json.loads(data)
         except ValueError:
             self.error = f"unparseable event: {data[:200]!r}"
             return
-        if "error" in message:
+        if message.get("error"):
             self.error = f"server error event: {str(message['error'])[:300]}"
             return
         usage = message.get("usage")
@@ -168,76 +180,82 @@ class _HttpStream(asyncio.Protocol):
         self._buffer.clear()
         self._sse.clear()
         self._state = "headers"
+        self._remaining = 0
         self._done = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._done
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
         try:
-            self._parse(now)
+            rest = self._parse(data, now)
         except Exception as error:  # a malformed response fails its request, not the run
+            rest = b""
             if self._done is not None and not self._done.done():
                 self._done.set_exception(error)
+        if rest:
+            self._buffer += rest
 
-    def _parse(self, now: float) -> None:
-        buffer = self._buffer
-        while True:
-            if self._state == "headers":
-                end = buffer.find(b"\r\n\r\n")
+    def _parse(self, data: bytes, now: float) -> bytes:
+        """Consume what ``data`` completes; return the unconsumed tail. One pass, no copies of the rest."""
+        pos, size = 0, len(data)
+        while pos < size:
+            state = self._state
+            if state == "headers":
+                end = data.find(b"\r\n\r\n", pos)
                 if end < 0:
-                    return
-                self._on_headers(bytes(buffer[:end]).decode("latin-1"))
-                del buffer[: end + 4]
-            elif self._state == "chunk-size":
-                end = buffer.find(b"\r\n")
+                    return data[pos:]
+                self._on_headers(data[pos:end].decode("latin-1"))
+                pos = end + 4
+            elif state == "chunk-size":
+                end = data.find(b"\r\n", pos)
                 if end < 0:
-                    return
-                size = int(bytes(buffer[:end]).split(b";")[0], 16)
-                del buffer[: end + 2]
-                if size == 0:
+                    return data[pos:]
+                length = int(data[pos:end].split(b";")[0], 16)
+                pos = end + 2
+                if length == 0:
                     self._state = "trailers"
                 else:
-                    self._remaining, self._state = size, "chunk-data"
-            elif self._state == "chunk-data":
-                if not buffer:
-                    return
-                take = min(self._remaining, len(buffer))
-                self._body(bytes(buffer[:take]), now)
-                del buffer[:take]
+                    self._remaining, self._state = length, "chunk-data"
+            elif state == "chunk-data":
+                take = min(self._remaining, size - pos)
+                self._body(data[pos : pos + take], now)
+                pos += take
                 self._remaining -= take
-                if self._remaining:
-                    return
-                self._state = "chunk-end"
-            elif self._state == "chunk-end":
-                if len(buffer) < 2:
-                    return
-                del buffer[:2]
+                if not self._remaining:
+                    self._state = "chunk-end"
+            elif state == "chunk-end":
+                if size - pos < 2:
+                    return data[pos:]
+                pos += 2
                 self._state = "chunk-size"
-            elif self._state == "trailers":
-                end = buffer.find(b"\r\n")
+            elif state == "trailers":
+                end = data.find(b"\r\n", pos)
                 if end < 0:
-                    return
-                del buffer[: end + 2]
-                if end == 0:
+                    return data[pos:]
+                blank = end == pos
+                pos = end + 2
+                if blank:
                     self._finish(now)
-                    return
-            elif self._state == "length":
-                take = min(self._remaining, len(buffer))
-                self._body(bytes(buffer[:take]), now)
-                del buffer[:take]
+                    return b""
+            elif state == "length":
+                take = min(self._remaining, size - pos)
+                self._body(data[pos : pos + take], now)
+                pos += take
                 self._remaining -= take
                 if not self._remaining:
                     self._finish(now)
-                return
-            elif self._state == "until-close":
-                self._body(bytes(buffer), now)
-                buffer.clear()
-                return
+                return b""
+            elif state == "until-close":
+                self._body(data[pos:], now)
+                return b""
             else:
-                buffer.clear()
-                return
+                return b""
+        return b""
 
     def _on_headers(self, head: str) -> None:
         lines = head.split("\r\n")
@@ -266,23 +284,33 @@ class _HttpStream(asyncio.Protocol):
         if response.status != 200:
             response.error_body += payload
             return
-        self._sse += payload.replace(b"\r", b"")
-        self._flush_sse(now)
+        if b"\r" in payload:
+            payload = payload.replace(b"\r", b"")
+        if self._sse:
+            self._sse += payload
+            payload = bytes(self._sse)
+            self._sse.clear()
+        events = payload.split(b"\n\n")
+        tail = events.pop()  # after the last blank line: an event not yet complete
+        for block in events:
+            self._event_block(block, response, now)
+        if tail:
+            self._sse += tail
+
+    @staticmethod
+    def _event_block(block: bytes, response: _Response, now: float) -> None:
+        if block.startswith(b"data:") and b"\n" not in block:
+            response.event(block[5:].strip(), now)
+            return
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                response.event(line[5:].strip(), now)
 
     def _flush_sse(self, now: float, final: bool = False) -> None:
-        response = self._response
-        assert response is not None
-        while True:
-            end = self._sse.find(b"\n\n")
-            if end < 0:
-                if not final or not self._sse.strip():
-                    return
-                end = len(self._sse)
-            block = bytes(self._sse[:end])
-            del self._sse[: end + 2]
-            for line in block.split(b"\n"):
-                if line.startswith(b"data:"):
-                    response.event(line[5:].strip(), now)
+        """At the end of a response, an event left without its closing blank line still counts."""
+        if final and self._sse.strip() and self._response is not None:
+            self._event_block(bytes(self._sse).strip(b"\n"), self._response, now)
+        self._sse.clear()
 
     def _finish(self, now: float) -> None:
         self._flush_sse(now, final=True)

@@ -23,6 +23,23 @@ def event(payload: dict) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+_RENDERED: dict[tuple[int, bool], bytes] = {}
+
+
+def zero_delay_response(tokens: int, chat: bool, args: argparse.Namespace) -> bytes:
+    key = (tokens, chat)
+    if key not in _RENDERED:
+        choice = {"index": 0, "delta": {"content": "tok"}} if chat else {"index": 0, "text": "tok"}
+        parts = [event({"choices": [choice]}) for _ in range(tokens)]
+        if args.usage:
+            parts.append(event({"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens}}))
+        if args.done:
+            data = b"data: [DONE]\n\n"
+            parts.append(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        _RENDERED[key] = b"".join(parts) + b"0\r\n\r\n"
+    return _RENDERED[key]
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace) -> None:
     try:
         while True:
@@ -41,6 +58,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
             tokens = int(body.get("max_tokens", 16))
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
                          + (b"Connection: close\r\n" if args.close else b"") + b"\r\n")
+            if args.ttft_ms == 0 and args.itl_ms == 0:  # zero delay: one write, so the server never limits a client
+                writer.write(zero_delay_response(tokens, chat, args))
+                await writer.drain()
+                if args.close:
+                    break
+                continue
             late = 0.0
             sent_at = []
             for k in range(tokens):

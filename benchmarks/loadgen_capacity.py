@@ -1,0 +1,138 @@
+"""How many streamed tokens per second can one client core read? Against a zero-delay streaming server
+(tests/servers/stream_server.py --ttft-ms 0 --itl-ms 0, one token an SSE event, 256 tokens a request),
+every client pinned to one core and the server on the others, side by side in one run:
+
+- gpubench: pytest_gpubench.serving.loadgen (raw asyncio protocol)
+- aiohttp-minimal: a minimal aiohttp reader (session per run, iter_any, the same SSE parsing)
+- vllm-client: vLLM's own benchmark request function, when `vllm` is importable here
+
+    python benchmarks/loadgen_capacity.py --concurrency 1 16 256 1024 [--server-workers 3] [--processes 1 2 4]
+
+Output tokens per second = content chunks received / wall time of the run, per client process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_gpubench.serving.loadgen import LoadSpec, run_load  # noqa: E402
+from pytest_gpubench.serving.ports import free_port  # noqa: E402
+
+SERVER = ROOT / "tests" / "servers" / "stream_server.py"
+TOKENS = 256
+
+
+def gpubench_client(port: int, concurrency: int, processes: int) -> tuple[int, float]:
+    spec = LoadSpec(num_requests=concurrency, max_tokens=TOKENS, processes=processes)
+    outcome = run_load("127.0.0.1", port, ["x"], spec)
+    chunks = sum(len(r.chunk_times) for r in outcome.results)
+    start = min(r.sent_at for r in outcome.results)
+    end = max(r.finished_at for r in outcome.results)
+    return chunks, end - start
+
+
+async def _aiohttp_run(port: int, concurrency: int) -> tuple[int, float]:
+    import aiohttp
+
+    body = {"model": "", "prompt": "x", "max_tokens": TOKENS, "stream": True}
+    url = f"http://127.0.0.1:{port}/v1/completions"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one() -> int:
+            chunks, buffer = 0, b""
+            async with session.post(url, json=body) as response:
+                async for data in response.content.iter_any():
+                    buffer += data
+                    while b"\n\n" in buffer:
+                        event, buffer = buffer.split(b"\n\n", 1)
+                        if event.startswith(b"data: ") and event[6:] != b"[DONE]":
+                            message = json.loads(event[6:])
+                            if message.get("choices") and message["choices"][0].get("text"):
+                                chunks += 1
+            return chunks
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(concurrency)))
+        return sum(counts), time.perf_counter() - start
+
+
+def aiohttp_client(port: int, concurrency: int, processes: int) -> tuple[int, float]:
+    return asyncio.run(_aiohttp_run(port, concurrency))
+
+
+async def _vllm_run(port: int, concurrency: int) -> tuple[int, float]:
+    from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
+
+    async def one() -> int:
+        request = RequestFuncInput(prompt="x", api_url=f"http://127.0.0.1:{port}/v1/completions", prompt_len=1,
+                                   output_len=TOKENS, model="")
+        output = await async_request_openai_completions(request)
+        return len(output.itl) + 1 if output.success else 0
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(concurrency)))
+    return sum(counts), time.perf_counter() - start
+
+
+def vllm_client(port: int, concurrency: int, processes: int) -> tuple[int, float]:
+    return asyncio.run(_vllm_run(port, concurrency))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 256, 1024])
+    parser.add_argument("--server-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--processes", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    clients = {"gpubench": gpubench_client}
+    try:
+        import aiohttp  # noqa: F401
+
+        clients["aiohttp-minimal"] = aiohttp_client
+    except ImportError:
+        print("aiohttp not installed: the aiohttp-minimal column is left out")
+    try:
+        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401
+
+        clients["vllm-client"] = vllm_client
+    except ImportError:
+        print("vllm not importable here: vLLM's client is NOT in this comparison")
+    port = free_port()
+    client_cores = set(range(max(args.processes)))
+    server_cores = (set(range(cores)) - client_cores) or {cores - 1}
+    server = subprocess.Popen(["taskset", "-c", ",".join(map(str, sorted(server_cores))), sys.executable, str(SERVER),
+                               "--port", str(port), "--ttft-ms", "0", "--itl-ms", "0", "--workers", str(args.server_workers)],
+                              stdout=subprocess.PIPE, start_new_session=True)
+    assert server.stdout is not None
+    server.stdout.readline()
+    print(f"{cores} cores; server: {args.server_workers} process(es) on cores {sorted(server_cores)}; "
+          f"clients on cores {sorted(client_cores)}; {TOKENS} tokens a request")
+    print(f"{'client':16} {'procs':>5} {'C':>5} {'tokens':>8} {'seconds':>8} {'tokens/s':>10} {'tokens/s/core':>14}")
+    try:
+        for concurrency in args.concurrency:
+            for name, client in clients.items():
+                for processes in args.processes if name == "gpubench" else [1]:
+                    os.sched_setaffinity(0, client_cores if processes > 1 else {0})
+                    tokens, seconds = client(port, concurrency, processes)
+                    rate = tokens / seconds
+                    print(f"{name:16} {processes:>5} {concurrency:>5} {tokens:>8} {seconds:>8.2f} {rate:>10.0f} "
+                          f"{rate / processes:>14.0f}", flush=True)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
