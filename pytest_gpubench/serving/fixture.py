@@ -3,8 +3,10 @@ fails the cell with its class first and the server's full stdout and stderr atta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,7 +26,7 @@ from .loadgen import LoadOutcome, LoadSpec, run_load
 from .metrics import ServingMetrics, Slo, compute_metrics
 from .ports import free_port
 from .selfcheck import SelfCheck, self_check
-from .server import RunningServer, ServerSpec, launch
+from .server import HEARTBEAT_S, RunningServer, ServerSpec, launch
 
 SERVERS_KEY = pytest.StashKey[list[RunningServer]]()
 FAILURES_KEY = pytest.StashKey[list[ServerFailure]]()
@@ -175,7 +177,8 @@ class LlmLoad:
         url = server.base_url if isinstance(server, RunningServer) else server
         parsed = urllib.parse.urlsplit(url)
         load_spec = LoadSpec(**spec)
-        outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
+        with self._heartbeat(server if isinstance(server, RunningServer) else None, load_spec):
+            outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
         if isinstance(server, RunningServer):
             try:
                 server.check_alive()
@@ -197,6 +200,29 @@ class LlmLoad:
                 metrics={**metrics.as_dict(), **check.as_dict()},
             )
         return ServingReport(metrics, check, outcome)
+
+
+    @contextlib.contextmanager
+    def _heartbeat(self, server: RunningServer | None, spec: LoadSpec) -> Iterator[None]:
+        """A line every HEARTBEAT_S while the load runs (warm-up included): a long run never looks like a hang."""
+        stop = threading.Event()
+        started = time.monotonic()
+        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                last = f"; server's last log line: {server.last_line}" if server is not None and server.last_line else ""
+                if reporter is not None:
+                    reporter.write_line(f"[gpubench] {self._request.node.nodeid}: load of {spec.num_requests} requests "
+                                        f"(+{spec.warmup_requests} warm-up) running, {time.monotonic() - started:.0f} s{last}")
+
+        thread = threading.Thread(target=beat, daemon=True, name="gpubench-load-heartbeat")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 @pytest.fixture
