@@ -1,6 +1,7 @@
 """A server that fails says why, first, and carries everything it wrote; nothing of it outlives the cell.
 
-Every case starts a real process (tests/servers/fake_openai_server.py) on a real port."""
+Every case starts a real process (tests/servers/fake_openai_server.py) on a real port, and afterwards
+checks that none of the server's processes (and, where it starts one, its child's) is still running."""
 
 from __future__ import annotations
 
@@ -37,10 +38,15 @@ def test_next_cell_still_runs():
 
 def run_cell(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str, timeout: float = 30,
              run_s: float = 0.0, extra: str = "") -> pytest.RunResult:
+    """Run a cell whose server is the fake with ``args``; afterwards, check that none of its processes is left."""
     monkeypatch.setenv("FAKE_SERVER", str(FAKE_SERVER))
+    pidfile = pytester.path / "pids"
+    args = (*args, "--pidfile", str(pidfile))
     quoted = ", ".join(repr(a) for a in args)
     pytester.makepyfile(test_cell=CELL.format(args=quoted, timeout=timeout, run_s=run_s, extra=extra))
-    return pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    assert_no_process_left(pidfile, children="--child" in args)
+    return result
 
 
 def failure_line(result: pytest.RunResult) -> str:
@@ -57,10 +63,25 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def assert_no_process_left(pidfile: Path) -> None:
-    pids = list(map(int, pidfile.read_text().split()))
-    assert len(pids) == 2  # the server and the child it started
-    assert [pid for pid in pids if running(pid)] == []
+def processes_mentioning(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes() and running(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def assert_no_process_left(pidfile: Path, children: bool) -> None:
+    # the server's command line names the pidfile: a server stopped before it could write the file is found too
+    assert processes_mentioning(str(pidfile)) == []
+    if pidfile.exists():
+        pids = list(map(int, pidfile.read_text().split()))
+        assert len(pids) == (2 if children else 1)  # the server, and the child it started if asked to
+        assert [pid for pid in pids if running(pid)] == []
 
 
 def test_crash_on_start_shows_all_5000_stderr_lines(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,25 +97,21 @@ def test_crash_on_start_shows_all_5000_stderr_lines(pytester: pytest.Pytester, m
 
 
 def test_crash_mid_run_fails_the_cell_and_leaves_no_process(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pidfile = pytester.path / "pids"
-    result = run_cell(pytester, monkeypatch, "--crash-after", "1", "--child", "--pidfile", str(pidfile), run_s=3)
+    result = run_cell(pytester, monkeypatch, "--crash-after", "1", "--child", run_s=3)
     result.assert_outcomes(passed=2, errors=1)
     output = result.stdout.str()
     assert "[crashed-mid-run] server 'command' exit code 139" in output
     assert "Segmentation fault (simulated)" in output
-    assert_no_process_left(pidfile)
 
 
 def test_hang_times_out_with_heartbeats(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pidfile = pytester.path / "pids"
     started = time.monotonic()
-    result = run_cell(pytester, monkeypatch, "--hang", "--child", "--pidfile", str(pidfile), timeout=12)
+    result = run_cell(pytester, monkeypatch, "--hang", "--child", timeout=12)
     result.assert_outcomes(passed=1, failed=1)
     assert time.monotonic() - started < 40
     beats = [line for line in result.stdout.lines if "server 'command' starting," in line]
     assert beats and "last log line: loading weights..." in beats[0]
     assert "[startup-timeout] server 'command' not ready after 12 s" in result.stdout.str()
-    assert_no_process_left(pidfile)
 
 
 def test_out_of_memory_is_named(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,7 +165,5 @@ def test_engine_that_is_not_installed_is_named(pytester: pytest.Pytester) -> Non
 
 
 def test_healthy_server_passes_and_is_stopped_with_its_children(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pidfile = pytester.path / "pids"
-    result = run_cell(pytester, monkeypatch, "--child", "--pidfile", str(pidfile))
+    result = run_cell(pytester, monkeypatch, "--child")
     result.assert_outcomes(passed=2)
-    assert_no_process_left(pidfile)
