@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,7 +14,7 @@ from .hardware import Target
 from .matrix import TARGET_PARAM, Variant
 from .measure.sampler import Measurement, SamplingPolicy, measure
 from .measure.throughput import Work, canonical_dtype, throughput_metrics
-from .measure.timers import TIMER_NAMES, choose_timer, make_timer
+from .measure.timers import TIMER_NAMES, CacheMode, choose_timer, make_timer
 from .options import CACHE_MODES
 from .record import GPUBENCH_KEY, CellRecord, ReplayTimer, jsonable_params, record_samples, replay_timer_of
 from .session import CellResult, GpubenchSession, get_session
@@ -81,9 +81,10 @@ class GpuBench:
         """Measure ``fn(*args, **kwargs)``; the work arguments say what one call does, for throughput."""
         if timer not in TIMER_NAMES:
             raise ValueError(f"timer={timer!r}; use one of {', '.join(TIMER_NAMES)}")
-        cache_mode = cache or self._session.settings.cache or ("hot" if self.target.is_cpu else "cold")
-        if cache_mode not in CACHE_MODES:
+        chosen_cache = cache or self._session.settings.cache or ("hot" if self.target.is_cpu else "cold")
+        if chosen_cache not in CACHE_MODES:
             raise ValueError(f"cache={cache!r}; use cold or hot")
+        cache_mode = cast(CacheMode, chosen_cache)
         work = Work(flops, bytes, items, tokens, _dtype_name(dtype), gpus)
         self._claim()
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def median_stderr(samples: Sequence[float]) -> float:
+def median_stderr(samples: Sequence[float] | np.ndarray) -> float:
     """Standard error of the median, distribution-free.
 
     The rank of the sample median is Binomial(n, 1/2), whose standard deviation is sqrt(n)/2; the values
@@ -27,7 +27,7 @@ def median_stderr(samples: Sequence[float]) -> float:
     return float(ordered[hi] - ordered[lo]) / 2
 
 
-def relative_median_stderr(samples: Sequence[float]) -> float:
+def relative_median_stderr(samples: Sequence[float] | np.ndarray) -> float:
     med = float(np.median(samples)) if len(samples) else 0.0
     if med <= 0:
         return math.inf

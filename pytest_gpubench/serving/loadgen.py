@@ -374,13 +374,13 @@ async def _one(pool: _Pool, stream: _HttpStream, request: bytes, chat: bool, tim
         return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(), error=str(error), connect_s=connect_s)
     finally:
         pool.idle.put_nowait(stream)
-    error = response.error
+    problem = response.error
     if response.status != 200:
-        error = f"HTTP {response.status}: {bytes(response.error_body[:300]).decode(errors='replace')}"
-    elif not response.chunk_times and error is None:
-        error = "the response carried no content"
+        problem = f"HTTP {response.status}: {bytes(response.error_body[:300]).decode(errors='replace')}"
+    elif not response.chunk_times and problem is None:
+        problem = "the response carried no content"
     return RequestResult(sent, tuple(response.chunk_times), finished, response.prompt_tokens, response.output_tokens,
-                         error, connect_s, response.usage)
+                         problem, connect_s, response.usage)
 
 
 async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
