@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,17 +183,20 @@ RESPONSE = (
 )
 
 
-def feed(response: bytes, cuts: list[int], chat: bool = True) -> RequestResult:
+def feed_response(response: bytes, cuts: list[int], chat: bool = True) -> tuple[Any, float]:
+    """Drive one connection's parser with ``response`` delivered in pieces cut at ``cuts``."""
+    import asyncio
+
     from pytest_gpubench.serving.loadgen import _HttpStream, _Response
 
-    async def go() -> RequestResult:
-        class Transport:
-            def write(self, data: bytes) -> None:
-                pass
+    class Transport:
+        def write(self, data: bytes) -> None:
+            pass
 
-            def close(self) -> None:
-                pass
+        def close(self) -> None:
+            pass
 
+    async def go() -> tuple[Any, float]:
         stream = _HttpStream()
         stream.connection_made(Transport())  # type: ignore[arg-type]
         answer = _Response(chat)
@@ -200,12 +204,14 @@ def feed(response: bytes, cuts: list[int], chat: bool = True) -> RequestResult:
         edges = [0, *sorted(cuts), len(response)]
         for a, b in zip(edges, edges[1:]):
             stream.data_received(response[a:b])
-        finished = await done
-        return RequestResult(0.0, tuple(answer.chunk_times), finished, answer.prompt_tokens, answer.output_tokens, answer.error)
-
-    import asyncio
+        return answer, await done
 
     return asyncio.run(go())
+
+
+def feed(response: bytes, cuts: list[int], chat: bool = True) -> RequestResult:
+    answer, finished = feed_response(response, cuts, chat)
+    return RequestResult(0.0, tuple(answer.chunk_times), finished, answer.prompt_tokens, answer.output_tokens, answer.error)
 
 
 def test_parser_gives_the_same_answer_however_the_bytes_are_cut() -> None:
@@ -225,23 +231,5 @@ def test_parser_reports_error_events_and_http_errors() -> None:
                    + _sse('{"error":{"message":"model overloaded"}}') + b"0\r\n\r\n")
     assert "model overloaded" in (feed(error_event, [30]).error or "")
     status = b"HTTP/1.1 422 Unprocessable\r\nContent-Length: 17\r\n\r\n{\"detail\":\"bad\"}\n"
-    from pytest_gpubench.serving.loadgen import _HttpStream, _Response
-    import asyncio
-
-    async def go() -> tuple[int, bytes]:
-        class Transport:
-            def write(self, data: bytes) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
-        stream = _HttpStream()
-        stream.connection_made(Transport())  # type: ignore[arg-type]
-        answer = _Response(False)
-        done = stream.send(b"", answer)
-        stream.data_received(status)
-        await done
-        return answer.status, bytes(answer.error_body)
-
-    assert asyncio.run(go()) == (422, b'{"detail":"bad"}\n')
+    answer, _ = feed_response(status, [20], chat=False)
+    assert (answer.status, bytes(answer.error_body)) == (422, b'{"detail":"bad"}\n')
