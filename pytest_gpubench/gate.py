@@ -130,7 +130,3 @@ def judge(fullname: str, new: Sequence[float], old: Sequence[float], policy: Gat
     outcome = "faster" if change < -policy.threshold else "unchanged"
     return Verdict(fullname, outcome, old_median, new_median, None, baseline, "")
 
-
-def baseline_gpu(machine_info: Mapping[str, Any]) -> tuple[object, object]:
-    gpu = machine_info.get("gpu") or {}
-    return gpu.get("name"), gpu.get("count")

@@ -12,6 +12,15 @@ def collected_ids(result: pytest.RunResult) -> list[str]:
     return [line for line in result.stdout.lines if "::" in line]
 
 
+TWO_VARIANTS = """
+[tool.gpubench.variants.flash]
+env = {GPUBENCH_TEST_ATTN = "flash"}
+
+[tool.gpubench.variants.sdpa]
+env = {GPUBENCH_TEST_ATTN = "sdpa"}
+"""
+
+
 def test_own_parameters_come_before_the_gpu(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_m="""
@@ -76,15 +85,7 @@ def test_variants_marker_adds_a_variant_axis(pytester: pytest.Pytester) -> None:
 
 
 def test_variants_from_config_set_their_env_for_the_test_only(pytester: pytest.Pytester) -> None:
-    pytester.makepyprojecttoml(
-        """
-        [tool.gpubench.variants.flash]
-        env = {GPUBENCH_TEST_ATTN = "flash"}
-
-        [tool.gpubench.variants.sdpa]
-        env = {GPUBENCH_TEST_ATTN = "sdpa"}
-        """
-    )
+    pytester.makepyprojecttoml(TWO_VARIANTS)
     pytester.makepyfile(
         test_v="""
         import os
@@ -106,15 +107,7 @@ def test_variants_from_config_set_their_env_for_the_test_only(pytester: pytest.P
 
 
 def test_marker_selects_configured_variants_with_their_env(pytester: pytest.Pytester) -> None:
-    pytester.makepyprojecttoml(
-        """
-        [tool.gpubench.variants.flash]
-        env = {GPUBENCH_TEST_ATTN = "flash"}
-
-        [tool.gpubench.variants.sdpa]
-        env = {GPUBENCH_TEST_ATTN = "sdpa"}
-        """
-    )
+    pytester.makepyprojecttoml(TWO_VARIANTS)
     pytester.makepyfile(
         test_v="""
         import os

@@ -30,12 +30,6 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
-CLASSES = (
-    "out-of-memory", "cuda-error", "nccl-error", "gated-model-or-token", "model-not-found", "bad-engine-option",
-    "port-in-use", "engine-not-installed", "crashed-on-start", "startup-timeout", "crashed-mid-run", "unhealthy",
-)
-
-
 def classify(returncode: int | None, log_text: str, phase: str) -> str:
     """The failure class: from the logs when they say, else from how the process ended and when."""
     for name, pattern in LOG_PATTERNS:

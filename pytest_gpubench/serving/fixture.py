@@ -143,10 +143,6 @@ def server_report_sections(item: pytest.Item) -> list[tuple[str, str]]:
     return sections
 
 
-def failure_classes(item: pytest.Item) -> list[str]:
-    return [failure.failure_class for failure in item.stash.get(FAILURES_KEY, [])]
-
-
 class ClientBoundWarning(UserWarning):
     """The load generator, not the server, limited the run: its timings include client delay."""
 

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -333,8 +334,6 @@ class _Pool:
         _, protocol = await loop.create_connection(_HttpStream, self.host, self.port)
         sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return protocol
 

@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -211,7 +211,3 @@ class RunningServer:
 def launch(spec: ServerSpec, log_dir: Path, heartbeat: Heartbeat | None = None) -> RunningServer:
     return RunningServer(spec, log_dir, heartbeat)
 
-
-def command_argv(argv: Sequence[str], port: int) -> tuple[str, ...]:
-    """A user's argv with ``{port}`` filled in."""
-    return tuple(part.replace("{port}", str(port)) for part in argv)
