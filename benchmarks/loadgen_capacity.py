@@ -7,8 +7,11 @@ every client pinned to one core and the server on the others, side by side in on
 - vllm-client: vLLM's own benchmark request function, when `vllm` is importable here
 
     python benchmarks/loadgen_capacity.py --concurrency 1 16 256 1024 [--server-workers 3] [--processes 1 2 4]
+        [--repeats 3] [--json capacity.json]
 
-Output tokens per second = content chunks received / wall time of the run, per client process.
+Output tokens per second = content chunks received / wall time of the run, per client process. Each run sends
+max(C, 256) requests, at most C at a time. vLLM's client is found on the import path; `vllm` need not be installed
+with its dependencies: its wheel unpacked with --no-deps is enough (it needs aiohttp, tqdm and torch).
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ from pytest_gpubench.serving.ports import free_port  # noqa: E402
 
 SERVER = ROOT / "tests" / "servers" / "stream_server.py"
 TOKENS = 256
+# At low concurrency one wave of requests lasts about a millisecond; every run sends at least this many requests,
+# at most `concurrency` at a time, so each figure covers a few hundred thousand tokens.
+MIN_REQUESTS = 256
+
+
+def request_count(concurrency: int) -> int:
+    return max(concurrency, MIN_REQUESTS)
 
 
 def gpubench_client(port: int, concurrency: int, processes: int) -> tuple[int, float]:
-    spec = LoadSpec(num_requests=concurrency, max_tokens=TOKENS, processes=processes)
+    spec = LoadSpec(num_requests=request_count(concurrency), max_concurrency=concurrency, max_tokens=TOKENS,
+                    processes=processes)
     outcome = run_load("127.0.0.1", port, ["x"], spec)
     chunks = sum(len(r.chunk_times) for r in outcome.results)
     start = min(r.sent_at for r in outcome.results)
@@ -49,9 +60,11 @@ async def _aiohttp_run(port: int, concurrency: int) -> tuple[int, float]:
     url = f"http://127.0.0.1:{port}/v1/completions"
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+        slots = asyncio.Semaphore(concurrency)
+
         async def one() -> int:
             chunks, buffer = 0, b""
-            async with session.post(url, json=body) as response:
+            async with slots, session.post(url, json=body) as response:
                 async for data in response.content.iter_any():
                     buffer += data
                     while b"\n\n" in buffer:
@@ -63,7 +76,7 @@ async def _aiohttp_run(port: int, concurrency: int) -> tuple[int, float]:
             return chunks
 
         start = time.perf_counter()
-        counts = await asyncio.gather(*(one() for _ in range(concurrency)))
+        counts = await asyncio.gather(*(one() for _ in range(request_count(concurrency))))
         return sum(counts), time.perf_counter() - start
 
 
@@ -72,17 +85,29 @@ def aiohttp_client(port: int, concurrency: int, processes: int) -> tuple[int, fl
 
 
 async def _vllm_run(port: int, concurrency: int) -> tuple[int, float]:
+    import aiohttp
     from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
 
-    async def one() -> int:
-        request = RequestFuncInput(prompt="x", api_url=f"http://127.0.0.1:{port}/v1/completions", prompt_len=1,
-                                   output_len=TOKENS, model="")
-        output = await async_request_openai_completions(request)
-        return len(output.itl) + 1 if output.success else 0
+    # The session as `vllm bench serve` builds it (vllm/benchmarks/serve.py, make_session), so its client logic is
+    # driven the way vLLM drives it: trust_env=True, a connector limited to the concurrency.
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300,
+                                     use_dns_cache=True, keepalive_timeout=60, enable_cleanup_closed=True,
+                                     force_close=False, ssl=False)
+    async with aiohttp.ClientSession(connector=connector, trust_env=True,
+                                     timeout=aiohttp.ClientTimeout(total=6 * 60 * 60)) as session:
+        slots = asyncio.Semaphore(concurrency)  # as vLLM's limited_request_func does with --max-concurrency
 
-    start = time.perf_counter()
-    counts = await asyncio.gather(*(one() for _ in range(concurrency)))
-    return sum(counts), time.perf_counter() - start
+        async def one() -> int:
+            request = RequestFuncInput(prompt="x", api_url=f"http://127.0.0.1:{port}/v1/completions", prompt_len=1,
+                                       output_len=TOKENS, model="")
+            async with slots:
+                output = await async_request_openai_completions(request, session)
+            # vLLM's client stamps one ITL entry per content chunk after the first.
+            return len(output.itl) + 1 if output.success else 0
+
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(request_count(concurrency))))
+        return sum(counts), time.perf_counter() - start
 
 
 def vllm_client(port: int, concurrency: int, processes: int) -> tuple[int, float]:
@@ -94,6 +119,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 256, 1024])
     parser.add_argument("--server-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--processes", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=3, help="each (client, processes, C) runs this many times")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     clients = {"gpubench": gpubench_client}
@@ -119,18 +146,30 @@ def main() -> int:
     server.stdout.readline()
     print(f"{cores} cores; server: {args.server_workers} process(es) on cores {sorted(server_cores)}; "
           f"clients on cores {sorted(client_cores)}; {TOKENS} tokens a request")
-    print(f"{'client':16} {'procs':>5} {'C':>5} {'tokens':>8} {'seconds':>8} {'tokens/s':>10} {'tokens/s/core':>14}")
+    print(f"{'client':16} {'procs':>5} {'C':>5} {'tokens':>8} {'of':>8} {'seconds':>8} {'tokens/s':>10} "
+          f"{'tokens/s/core':>14}")
+    runs = []
     try:
         for concurrency in args.concurrency:
-            for name, client in clients.items():
-                for processes in args.processes if name == "gpubench" else [1]:
-                    os.sched_setaffinity(0, client_cores if processes > 1 else {0})
-                    tokens, seconds = client(port, concurrency, processes)
-                    rate = tokens / seconds
-                    print(f"{name:16} {processes:>5} {concurrency:>5} {tokens:>8} {seconds:>8.2f} {rate:>10.0f} "
-                          f"{rate / processes:>14.0f}", flush=True)
+            expected = request_count(concurrency) * TOKENS
+            for _ in range(args.repeats):
+                for name, client in clients.items():
+                    for processes in args.processes if name == "gpubench" else [1]:
+                        os.sched_setaffinity(0, client_cores if processes > 1 else {0})
+                        tokens, seconds = client(port, concurrency, processes)
+                        rate = tokens / seconds
+                        # A client that lost tokens did not read the streams it is credited with.
+                        flag = "" if tokens == expected else "  INCOMPLETE"
+                        print(f"{name:16} {processes:>5} {concurrency:>5} {tokens:>8} {expected:>8} {seconds:>8.2f} "
+                              f"{rate:>10.0f} {rate / processes:>14.0f}{flag}", flush=True)
+                        runs.append({"client": name, "processes": processes, "concurrency": concurrency,
+                                     "tokens": tokens, "expected_tokens": expected, "seconds": seconds,
+                                     "tokens_per_s": rate, "tokens_per_s_per_core": rate / processes})
     finally:
         os.killpg(server.pid, signal.SIGKILL)
+    if args.json:
+        args.json.write_text(json.dumps({"cores": cores, "server_workers": args.server_workers,
+                                         "server_cores": sorted(server_cores), "runs": runs}, indent=1))
     return 0
 
 
