@@ -96,7 +96,11 @@ class GpuBench:
             return None
         first = call()
         chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
-        measurement = measure(call, make_timer(chosen, cache_mode), self.policy, self._heartbeat)
+        timer_used = make_timer(chosen, cache_mode)
+        measurement = measure(call, timer_used, self.policy, self._heartbeat)
+        device_uuid = getattr(timer_used, "device_uuid", "")
+        if device_uuid:
+            self.extra_info.setdefault("torch_device_uuid", device_uuid)
         return self._finish(measurement, work, {})
 
     def record(

@@ -33,6 +33,10 @@ def test_local_gpu_cell_uses_cuda_events_and_records_the_gpu(pytester: pytest.Py
     assert document["machine_info"]["gpu"]["name"] == name
     assert document["machine_info"]["gpu"]["count"] == torch.cuda.device_count()
     assert bench["extra_info"]["gpubench"]["metrics"]["gbps"] > 100
+    # the GPU CUDA ran the cell on is the one the cell held
+    held = bench["extra_info"]["gpubench"]["gpu_uuids"][0]
+    assert held.endswith(bench["extra_info"]["gpubench"]["torch_device_uuid"])
+    assert held.endswith(str(torch.cuda.get_device_properties(0).uuid))
 
 
 def test_spin_kernel_of_known_length_is_timed_to_within_one_percent(pytester: pytest.Pytester) -> None:

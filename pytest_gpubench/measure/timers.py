@@ -144,6 +144,11 @@ class CudaEventTimer(Timer):
         self._host_s_per_call = 20e-6  # both refined after each batch
         self._device_s_per_call = 0.0
 
+    @property
+    def device_uuid(self) -> str:
+        """The UUID of the GPU the events ran on, as CUDA reports it: evidence of which physical GPU a cell used."""
+        return str(getattr(self._torch.cuda.get_device_properties(self.device), "uuid", ""))
+
     def batch_limit(self, loops: int) -> int:
         return max(1, self.QUEUE_ENTRIES // (loops + 3))  # flush + 2 events + the calls
 
