@@ -73,8 +73,12 @@ def events_back_to_back(fn, calls: int, hold_stream: bool = True) -> float:
     """Median over ROUNDS of (events around `calls` back-to-back calls) / calls: NVBench's batch (hot) figure.
     Rounds follow each other with one wait at the end; before each, the stream is held only as long as the
     host needs to queue the round (a host-bound tiny kernel), so a device-bound kernel never idles."""
+    # The host's rate is measured before the steady state: its hold is an idle spell, and after one the
+    # power-limited matmul runs ~3 % fast for a while (device run 10). Twice the rate, and at least 20 µs a
+    # call: a hold too short starves the device of a tiny kernel; idle time before a round costs it nothing.
+    host = max(20e-6, 2 * host_seconds_per_call(fn))
     steady_state(fn)
-    device, host = device_seconds_per_call(fn), 1.5 * host_seconds_per_call(fn)
+    device = device_seconds_per_call(fn)
     round_hold = 2 * (host + (calls - 1) * max(0.0, host - device))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(ROUNDS)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(ROUNDS)]
