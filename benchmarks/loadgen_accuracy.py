@@ -81,15 +81,15 @@ def main() -> int:
 
     port = free_port()
     cores = os.cpu_count() or 1
-    client_core = args.client_core % cores
-    server_cores = set(range(cores)) - {client_core} or {client_core}
+    client_cores = {(args.client_core + i) % cores for i in range(args.processes)}  # one core per client process
+    server_cores = set(range(cores)) - client_cores or client_cores
     server = subprocess.Popen(["taskset", "-c", ",".join(map(str, sorted(server_cores))), sys.executable, str(SERVER),
                                "--port", str(port), "--ttft-ms", "50", "--itl-ms", "10", "--workers", str(args.server_workers)],
                               stdout=subprocess.PIPE, start_new_session=True)
     assert server.stdout is not None
     server.stdout.readline()
-    os.sched_setaffinity(0, {client_core})
-    print(f"client on core {client_core} of {cores}, {args.processes} process(es); server: {args.server_workers} "
+    os.sched_setaffinity(0, client_cores)
+    print(f"client on cores {sorted(client_cores)} of {cores}, {args.processes} process(es); server: {args.server_workers} "
           f"process(es) on cores {sorted(server_cores)}; "
           f"{args.tokens} tokens a request; all requests at once")
     print(f"{'C':>5} {'TTFT med':>9} {'true':>7} {'err med':>8} {'err p99':>8} {'ITL med':>8} {'true':>7} "

@@ -10,7 +10,7 @@ every client pinned to one core and the server on the others, side by side in on
         [--repeats 3] [--json capacity.json]
 
 Output tokens per second = content chunks received / wall time of the run, per client process. Each run sends
-max(C, 256) requests, at most C at a time. vLLM's client is found on the import path; `vllm` need not be installed
+max(C, 1024) requests, at most C at a time. vLLM's client is found on the import path; `vllm` need not be installed
 with its dependencies: its wheel unpacked with --no-deps is enough (it needs aiohttp, tqdm and torch).
 """
 
@@ -35,8 +35,9 @@ from pytest_gpubench.serving.ports import free_port  # noqa: E402
 SERVER = ROOT / "tests" / "servers" / "stream_server.py"
 TOKENS = 256
 # At low concurrency one wave of requests lasts about a millisecond; every run sends at least this many requests,
-# at most `concurrency` at a time, so each figure covers a few hundred thousand tokens.
-MIN_REQUESTS = 256
+# at most `concurrency` at a time, so each figure covers 262k tokens and a second or more (shorter runs varied 2x
+# between repeats on the 16-core GPU host).
+MIN_REQUESTS = 1024
 
 
 def request_count(concurrency: int) -> int:
@@ -119,6 +120,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 256, 1024])
     parser.add_argument("--server-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--processes", type=int, nargs="+", default=[1])
+    parser.add_argument("--first-client-core", type=int, default=1,
+                        help="clients run on the cores from here (core 0 takes most of the host's interrupts)")
     parser.add_argument("--repeats", type=int, default=3, help="each (client, processes, C) runs this many times")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     args = parser.parse_args()
@@ -137,7 +140,8 @@ def main() -> int:
     except ImportError:
         print("vllm not importable here: vLLM's client is NOT in this comparison")
     port = free_port()
-    client_cores = set(range(max(args.processes)))
+    first = args.first_client_core % cores
+    client_cores = {(first + i) % cores for i in range(max(args.processes))}
     server_cores = (set(range(cores)) - client_cores) or {cores - 1}
     server = subprocess.Popen(["taskset", "-c", ",".join(map(str, sorted(server_cores))), sys.executable, str(SERVER),
                                "--port", str(port), "--ttft-ms", "0", "--itl-ms", "0", "--workers", str(args.server_workers)],
@@ -155,7 +159,7 @@ def main() -> int:
             for _ in range(args.repeats):
                 for name, client in clients.items():
                     for processes in args.processes if name == "gpubench" else [1]:
-                        os.sched_setaffinity(0, client_cores if processes > 1 else {0})
+                        os.sched_setaffinity(0, client_cores if processes > 1 else {first})
                         tokens, seconds = client(port, concurrency, processes)
                         rate = tokens / seconds
                         # A client that lost tokens did not read the streams it is credited with.
