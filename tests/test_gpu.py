@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,19 @@ def test_target_bigger_than_the_host_is_skipped_with_what_it_has(pytester: pytes
     result = pytester.runpytest_subprocess(*FAST, "--gpu=H200:8", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*needs 8× H200; this host has*"])
+
+
+def test_all_reduce_over_two_or_more_gpus_reports_bus_bandwidth(pytester: pytest.Pytester) -> None:
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 or more CUDA GPUs")
+    suite = Path(__file__).resolve().parent.parent / "bench_suites" / "test_collectives.py"
+    count = torch.cuda.device_count()
+    name = torch.cuda.get_device_name().removeprefix("NVIDIA ").split()[0]
+    result = pytester.runpytest_subprocess(str(suite), f"--gpu={name}:{count}", "-p", "no:cacheprovider",
+                                           "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2)
+    for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]:
+        metrics = bench["extra_info"]["gpubench"]["metrics"]
+        assert metrics["ranks"] == count
+        assert metrics["busbw_gbps"] == pytest.approx(metrics["algbw_gbps"] * 2 * (count - 1) / count)
+        assert metrics["busbw_gbps"] > 10  # NVLink or PCIe: well above 10 GB/s for 64 MiB and up
