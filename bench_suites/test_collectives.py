@@ -53,7 +53,7 @@ def test_nccl_all_reduce(gpubench, gpubench_target, size):
     for tensor in tensors:  # a collective that returns wrong data has no bandwidth worth reporting
         assert torch.all(tensor == expected).item(), "NCCL all-reduce returned a wrong sum"
     for tensor in tensors:
-        tensor.fill_(1.0)  # sums of ones stay exact however many times it runs
+        tensor.zero_()  # repeated in-place sums of ones would grow without bound; sums of zeros stay zero
     for _ in range(WARMUP_CALLS):
         all_reduce()
     _sync(torch, devices)

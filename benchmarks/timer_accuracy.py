@@ -9,9 +9,10 @@ Each mode is held against references of the same definition, measured in the sam
   flush written by hand;
 - hot (back-to-back calls, NVBench's batch figure): CUDA events around N back-to-back calls.
 Acceptance: in every repeat, |ours - reference| <= max(2 %, 1 µs). Each reference runs just before and just
-after ours, in mirrored order, and counts as the mean of the two readings (both are kept and printed). Hand-written loops hold the stream with
-a spin kernel while the host queues the calls, so they time the device, not the host's launches; the naive
-loop without that hold is printed too, to show what a hand-written loop reports when launch-bound. Every
+after ours, in mirrored order, and counts as the mean of the two readings (both are kept and printed).
+Hand-written loops hold the stream with a spin kernel while the host queues the calls, so they time the
+device, not the host's launches; the naive loop without that hold is printed too, to show what a
+hand-written loop reports when launch-bound. Every
 method, ours included, first runs its kernel back to back for 1 s: the bf16 matmul is power-limited, and
 its time depends on the GPU's recent load by 3-5 %, which is the GPU's doing, not the timer's.
 """
