@@ -36,33 +36,22 @@ from pytest_gpubench.serving.metrics import compute_metrics  # noqa: E402
 from pytest_gpubench.serving.ports import free_port  # noqa: E402
 from pytest_gpubench.serving.selfcheck import self_check  # noqa: E402
 
+from vllm_client import vllm_client_importable, vllm_session  # noqa: E402 - beside this script
+
 SERVER = ROOT / "tests" / "servers" / "stream_server.py"
 
 
 async def _vllm_client_run(port: int, concurrency: int, tokens: int) -> tuple[list[float], list[float], int]:
     """vLLM's request function, all requests at once, on a session built like vllm/benchmarks/serve.py's."""
-    import aiohttp
     from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
 
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300,
-                                     use_dns_cache=True, keepalive_timeout=60, enable_cleanup_closed=True,
-                                     force_close=False, ssl=False)
-    async with aiohttp.ClientSession(connector=connector, trust_env=True,
-                                     timeout=aiohttp.ClientTimeout(total=6 * 60 * 60)) as session:
+    async with vllm_session(concurrency) as session:
         request = RequestFuncInput(prompt="hello", api_url=f"http://127.0.0.1:{port}/v1/completions", prompt_len=1,
                                    output_len=tokens, model="")
         await async_request_openai_completions(request, session)  # vLLM's initial single-prompt test run
         outputs = await asyncio.gather(*(async_request_openai_completions(request, session) for _ in range(concurrency)))
     ok = [o for o in outputs if o.success]
     return [o.ttft for o in ok], [gap for o in ok for gap in o.itl], len(outputs) - len(ok)
-
-
-def vllm_client_importable() -> bool:
-    try:
-        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> int:

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 from pytest_gpubench.serving.loadgen import LoadSpec, run_load  # noqa: E402
 from pytest_gpubench.serving.ports import free_port  # noqa: E402
 
+from vllm_client import vllm_client_importable, vllm_session  # noqa: E402 - beside this script
+
 SERVER = ROOT / "tests" / "servers" / "stream_server.py"
 TOKENS = 256
 # At low concurrency one wave of requests lasts about a millisecond; every run sends at least this many requests,
@@ -86,16 +88,9 @@ def aiohttp_client(port: int, concurrency: int, processes: int) -> tuple[int, fl
 
 
 async def _vllm_run(port: int, concurrency: int) -> tuple[int, float]:
-    import aiohttp
     from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
 
-    # The session as `vllm bench serve` builds it (vllm/benchmarks/serve.py, make_session), so its client logic is
-    # driven the way vLLM drives it: trust_env=True, a connector limited to the concurrency.
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300,
-                                     use_dns_cache=True, keepalive_timeout=60, enable_cleanup_closed=True,
-                                     force_close=False, ssl=False)
-    async with aiohttp.ClientSession(connector=connector, trust_env=True,
-                                     timeout=aiohttp.ClientTimeout(total=6 * 60 * 60)) as session:
+    async with vllm_session(concurrency) as session:  # built as `vllm bench serve` builds it
         slots = asyncio.Semaphore(concurrency)  # as vLLM's limited_request_func does with --max-concurrency
 
         async def one() -> int:
@@ -133,11 +128,9 @@ def main() -> int:
         clients["aiohttp-minimal"] = aiohttp_client
     except ImportError:
         print("aiohttp not installed: the aiohttp-minimal column is left out")
-    try:
-        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401
-
+    if vllm_client_importable():
         clients["vllm-client"] = vllm_client
-    except ImportError:
+    else:
         print("vllm not importable here: vLLM's client is NOT in this comparison")
     port = free_port()
     first = args.first_client_core % cores

@@ -98,9 +98,8 @@ class GpuBench:
         chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
         timer_used = make_timer(chosen, cache_mode)
         measurement = measure(call, timer_used, self.policy, self._heartbeat)
-        device_uuid = getattr(timer_used, "device_uuid", "")
-        if device_uuid:
-            self.extra_info.setdefault("torch_device_uuid", device_uuid)
+        if timer_used.device_uuid:
+            self.extra_info.setdefault("torch_device_uuid", timer_used.device_uuid)
         return self._finish(measurement, work, {})
 
     def record(

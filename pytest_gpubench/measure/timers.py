@@ -46,6 +46,11 @@ class Timer(abc.ABC):
     def synchronize(self) -> None:  # noqa: B027 - CPU timers have nothing to wait for
         pass
 
+    @property
+    def device_uuid(self) -> str:
+        """The UUID of the GPU this timer's events ran on, or "" where it cannot say (CPU and host clocks)."""
+        return ""
+
 
 class CpuTimer(Timer):
     name = "cpu_perf_counter"
