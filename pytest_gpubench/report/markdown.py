@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,15 +48,45 @@ def gate_markdown(verdicts: Iterable[Verdict], threshold: float, alpha: float) -
     return "\n".join(lines)
 
 
-def write_gate_summary(session: GpubenchSession, gate: GatePolicy, config: pytest.Config) -> str:
-    """Append the summary to $GITHUB_STEP_SUMMARY when CI sets it, else write --gpubench-summary's file."""
+def write_gate_summary(session: GpubenchSession, gate: GatePolicy, config: pytest.Config) -> str | None:
+    """Append the summary to $GITHUB_STEP_SUMMARY when CI sets it, else write --gpubench-summary's file.
+
+    Returns where it went, or None when it could not be written: then one warning line says why, and the run
+    goes on (the verdicts are in the terminal and the exit status is the cells'; a summary file is a copy)."""
     text = gate_markdown(session.verdicts.values(), gate.threshold, gate.alpha)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        return f"$GITHUB_STEP_SUMMARY ({step_summary})"
+        where = f"$GITHUB_STEP_SUMMARY ({step_summary})"
+        try:
+            with open(step_summary, "a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+        except OSError as error:
+            return _not_written(config, where, error)
+        return where
     path = session.settings.summary_path or Path(config.rootpath) / "gpubench-summary.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+    except OSError as error:
+        return _not_written(config, str(path), error, path)
     return str(path)
+
+
+def _reason(error: OSError, path: Path | None) -> str:
+    # mkdir's "File exists" or "Not a directory" about some parent reads as if the summary were in the way: name
+    # the file that is where a folder should be
+    parents = path.parents if path is not None else ()
+    blocker = next((parent for parent in parents if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    return f"{error.strerror or type(error).__name__}: {error.filename}" if error.filename else str(error)
+
+
+def _not_written(config: pytest.Config, where: str, error: OSError, path: Path | None = None) -> None:
+    line = f"gpubench: WARNING: the gate summary was not written to {where}: {_reason(error, path)}"
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, yellow=True, bold=True)
+    else:
+        print(line, file=sys.stderr)
+    return None
