@@ -11,6 +11,7 @@ import pytest
 
 from .executors.local import Lease, hold_gpus
 from .hardware import Target
+from .heartbeat import Heartbeat, ticking
 from .matrix import TARGET_PARAM, Variant
 from .measure.sampler import Measurement, SamplingPolicy, measure
 from .measure.throughput import Work, canonical_dtype, throughput_metrics
@@ -19,7 +20,6 @@ from .options import CACHE_MODES
 from .record import GPUBENCH_KEY, CellRecord, ReplayTimer, jsonable_params, record_samples, replay_timer_of
 from .session import CellResult, GpubenchSession, get_session
 
-HEARTBEAT_S = 10.0
 LEASE_KEY = pytest.StashKey[Lease]()
 
 
@@ -42,7 +42,6 @@ class GpuBench:
         self._benchmark = benchmark
         self._replay = replay
         self._used = False
-        self._last_heartbeat = time.monotonic()
 
     @property
     def device(self) -> str:
@@ -94,10 +93,13 @@ class GpuBench:
         if not self.enabled:
             self._benchmark.pedantic(call)  # pytest-benchmark's disabled mode: one untimed call
             return None
-        first = call()
-        chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
-        timer_used = make_timer(chosen, cache_mode)
-        measurement = measure(call, timer_used, self.policy, self._heartbeat)
+        # a first call may compile for minutes and one batch may block: a ticker thread beats through both
+        with ticking(self._request.config, self._request.node.nodeid, "warm-up") as heartbeat:
+            first = call()
+            chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
+            timer_used = make_timer(chosen, cache_mode)
+            measurement = measure(call, timer_used, self.policy,
+                                  lambda *progress: self._heartbeat(heartbeat, *progress))
         if timer_used.device_uuid:
             self.extra_info.setdefault("torch_device_uuid", timer_used.device_uuid)
         return self._finish(measurement, work, {})
@@ -143,16 +145,11 @@ class GpuBench:
             raise RuntimeError("gpubench measures once per test; parametrize the test to measure more")
         self._used = True
 
-    def _heartbeat(self, phase: str, samples: int, elapsed_s: float, stdrel: float) -> None:
-        now = time.monotonic()
-        if now - self._last_heartbeat < HEARTBEAT_S:
-            return
-        self._last_heartbeat = now
-        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"[gpubench] {self._request.node.nodeid}: {phase}, {elapsed_s:.0f} s, {samples} samples, stdrel {stdrel:.2%}"
-            )
+    @staticmethod
+    def _heartbeat(heartbeat: Heartbeat, phase: str, samples: int, elapsed_s: float, stdrel: float) -> None:
+        """measure()'s progress after each batch; the line itself comes from the ticker, on time."""
+        heartbeat.set_phase("sampling")
+        heartbeat.beat(f"{samples} samples, stdrel {'n/a' if math.isinf(stdrel) else f'{stdrel:.2%}'}")
 
     def _finish(self, measurement: Measurement, work: Work, metrics: dict[str, float]) -> CellResult:
         summary = measurement.summary

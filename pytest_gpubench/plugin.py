@@ -13,6 +13,7 @@ from .fixture import gpubench, gpubench_target, variant  # noqa: F401 - fixtures
 from .serving.fixture import llm_load, llm_server, server_report_sections  # noqa: F401
 from .executors.local import auto_workers
 from .hardware import discover_local_inventory, resolve_targets
+from .heartbeat import register_heartbeats
 from .matrix import TARGET_PARAM, parametrize_cell
 from .record import attach_replay_timer, tidy_saved_json
 from .report.markdown import write_gate_summary
@@ -33,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     config.addinivalue_line("markers", "variants(*names): run this benchmark once per named variant")
     config.pluginmanager.register(GpubenchSession.from_config(config), SESSION_PLUGIN_NAME)
+    register_heartbeats(config)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count
