@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -9,18 +10,19 @@ from typing import Any, cast
 
 import pytest
 
-from .executors.local import Lease, hold_gpus
+from .executors.local import Lease
 from .hardware import Target
 from .heartbeat import Heartbeat, ticking
-from .matrix import TARGET_PARAM, Variant
+from .matrix import COMMIT_PARAM, TARGET_PARAM, VARIANT_PARAM, Commit, Variant, baseline_of, cell_params, comparison_key
 from .measure.sampler import Measurement, SamplingPolicy, measure
 from .measure.throughput import Work, canonical_dtype, throughput_metrics
 from .measure.timers import TIMER_NAMES, CacheMode, choose_timer, make_timer
 from .options import CACHE_MODES
-from .record import GPUBENCH_KEY, CellRecord, ReplayTimer, jsonable_params, record_samples, replay_timer_of
-from .session import CellResult, GpubenchSession, get_session
+from .record import GPUBENCH_KEY, CellRecord, CellResult, describe_host, jsonable_params
+from .session import GpubenchSession, get_session
 
 LEASE_KEY = pytest.StashKey[Lease]()
+RECORD_KEY = pytest.StashKey[CellRecord]()  # the cell's record, until its call report takes it
 
 
 def _dtype_name(dtype: object) -> str | None:
@@ -33,14 +35,11 @@ def _dtype_name(dtype: object) -> str | None:
 class GpuBench:
     """One cell's measurement. Call it once: ``gpubench(fn, flops=...)`` or ``gpubench.record(samples)``."""
 
-    def __init__(self, request: pytest.FixtureRequest, target: Target, session: GpubenchSession,
-                 benchmark: Any, replay: ReplayTimer) -> None:
+    def __init__(self, request: pytest.FixtureRequest, target: Target, session: GpubenchSession) -> None:
         self.target = target
         self.extra_info: dict[str, Any] = {}
         self._request = request
         self._session = session
-        self._benchmark = benchmark
-        self._replay = replay
         self._used = False
 
     @property
@@ -56,12 +55,10 @@ class GpuBench:
     def enabled(self) -> bool:
         """False under --benchmark-disable: the function then runs once, untimed, as a smoke test.
 
-        In an xdist worker pytest-benchmark disables itself; gpubench measures there all the same (the
+        pytest-benchmark also disables itself under xdist; gpubench measures there all the same (the
         controller stores the results), so only the user's own --benchmark-disable counts."""
-        if self._session.in_worker:
-            config = self._request.config
-            return not (config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
-        return not self._benchmark.disabled
+        config = self._request.config
+        return not (config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"))
 
     def __call__(
         self,
@@ -91,7 +88,7 @@ class GpuBench:
             return fn(*args, **kwargs)
 
         if not self.enabled:
-            self._benchmark.pedantic(call)  # pytest-benchmark's disabled mode: one untimed call
+            call()  # pytest-benchmark's disabled mode: one untimed call
             return None
         # a first call may compile for minutes and one batch may block: a ticker thread beats through both
         with ticking(self._request.config, self._request.node.nodeid, "warm-up") as heartbeat:
@@ -133,7 +130,6 @@ class GpuBench:
         work = Work(flops, bytes, items, tokens, _dtype_name(dtype), gpus)
         self._claim()
         if not self.enabled:
-            self._benchmark.pedantic(lambda: None)
             return None
         measurement = Measurement(tuple(totals), loops, timer, "n/a", 0, 0.0, 0.0, f"{len(totals)} samples recorded")
         return self._finish(measurement, work, dict(metrics or {}))
@@ -171,9 +167,7 @@ class GpuBench:
         if self.target.price_per_hour is not None:
             details["usd_per_hour"] = self.target.price_per_hour
         node = self._request.node
-        variant = node.funcargs.get("variant") if hasattr(node, "funcargs") else None
-        if isinstance(variant, Variant):
-            details["variant"] = variant.name
+        details.update(comparison_details(node))
         lease = node.stash.get(LEASE_KEY, None)
         if lease is not None and lease.uuids:
             details["gpu_uuids"] = list(lease.uuids)
@@ -182,62 +176,86 @@ class GpuBench:
             details["gpus_waited_s"] = lease.waited_s
         details.update(self.extra_info)
         callspec = getattr(node, "callspec", None)
+        marker = node.get_closest_marker("benchmark")
         record = CellRecord(
             nodeid=node.nodeid,
             name=node.name,
-            group=self._benchmark.group,
+            group=marker.kwargs.get("group") if marker else None,
             param=callspec.id if callspec else None,
             params=jsonable_params(callspec.params if callspec else None),
             totals_s=measurement.totals_s,
             loops=measurement.loops,
             timer=measurement.timer,
             extra_info={GPUBENCH_KEY: details},
+            host=describe_host(self._session.machine_info()),
         )
-        if self._session.in_worker:
-            # pytest-benchmark is off in xdist workers: the record travels to the controller, which stores it
-            self._benchmark.pedantic(lambda: None)
-        else:
-            record_samples(self._benchmark, self._replay, record)
-        self._session.records.append(record)
-        verdict = self._session.judge_cell(record)
-        if verdict is not None and verdict.failed:
-            pytest.fail(f"gpubench gate: {node.nodeid} {verdict.describe()}", pytrace=False)
+        # produced here; stored, judged and reported by the process that owns pytest-benchmark
+        node.stash[RECORD_KEY] = record
         return CellResult(record)
 
 
+def comparison_details(item: pytest.Item) -> dict[str, Any]:
+    """Where a cell stands in its comparison: its commit and variant, the variant it is compared with,
+    and the key its comparison's cells share (what the speed-up report groups by)."""
+    params = cell_params(item)
+    variant, commit = params.get(VARIANT_PARAM), params.get(COMMIT_PARAM)
+    if not isinstance(variant, Variant):
+        return {}
+    out: dict[str, Any] = {"variant": variant.name}
+    if isinstance(commit, Commit):
+        out["commit"] = commit.name
+        out["baseline_variant"] = commit.baseline.name
+    else:
+        session = get_session(item.config)
+        declared = list(session.matrix.variants.values())
+        if variant in declared:
+            out["baseline_variant"] = baseline_of(declared).name
+    key = comparison_key(item)
+    if key is not None:
+        out["comparison"] = "::".join(key)
+    return out
+
+
 @pytest.fixture
-def gpubench_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+def gpubench_target(request: pytest.FixtureRequest, gpubench_commit: Commit | None,
+                    gpubench_variant: Variant | None) -> Iterator[Target]:
     """The cell's GPU target (``H200:1``, ``cpu``), parametrized from --gpu. Under xdist the cell holds its
     GPUs (lock files) from here to its teardown, so no other worker uses them meanwhile."""
     param = getattr(request, "param", None)
     if not isinstance(param, Target):
         raise RuntimeError(f"{TARGET_PARAM} is parametrized by pytest-gpubench; do not request it outside a benchmark")
-    # travels with the test's report (to the xdist controller, into JUnit XML): marks the test as a cell
-    request.node.user_properties.append((TARGET_PARAM, param.id))
     session = get_session(request.config)
-    gpus = session.gpus_for(param)
-    if session.in_worker and gpus:
-        with hold_gpus(gpus) as lease:
-            request.node.stash[LEASE_KEY] = lease
-            yield param
-    else:
-        request.node.stash[LEASE_KEY] = Lease(tuple(g.uuid or str(g.index) for g in gpus), time.time(), 0.0)
+    with session.local.lease(param, request.node.nodeid) as lease:
+        request.node.stash[LEASE_KEY] = lease
         yield param
 
 
 @pytest.fixture
-def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Variant:
-    """The cell's variant; its env is set for the test's duration."""
+def gpubench_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Variant | None:
+    """The cell's variant (compares equal to its name), None where the cell has none; its env is set for
+    the test's duration."""
     chosen = getattr(request, "param", None)
+    if chosen is None:
+        return None
     if not isinstance(chosen, Variant):
-        raise RuntimeError("the variant fixture is parametrized by pytest-gpubench from @pytest.mark.variants")
+        raise RuntimeError(f"{VARIANT_PARAM} is parametrized by pytest-gpubench; do not parametrize it yourself")
     for name, value in chosen.env.items():
         monkeypatch.setenv(name, value)
     return chosen
 
 
 @pytest.fixture
-def gpubench(request: pytest.FixtureRequest, gpubench_target: Target, benchmark: Any) -> Iterator[GpuBench]:
+def gpubench_commit(request: pytest.FixtureRequest) -> Commit | None:
+    """The cell's commit, where the run declares commits; None otherwise."""
+    chosen = getattr(request, "param", None)
+    return chosen if isinstance(chosen, Commit) else None
+
+
+@pytest.fixture
+def gpubench(request: pytest.FixtureRequest, gpubench_target: Target) -> GpuBench:
     """Measure this cell: ``gpubench(fn, *args, flops=..., bytes=..., dtype=...)``."""
-    session = get_session(request.config)
-    yield GpuBench(request, gpubench_target, session, benchmark, replay_timer_of(request))
+    function = getattr(request.node, "function", None)
+    if function is not None and "benchmark" in inspect.signature(function).parameters:
+        # both would store a result under the test's name
+        pytest.fail(f"{request.node.nodeid}: use either the benchmark or the gpubench fixture, not both", pytrace=False)
+    return GpuBench(request, gpubench_target, get_session(request.config))

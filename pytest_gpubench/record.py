@@ -1,77 +1,38 @@
-"""The bridge into pytest-benchmark: measured samples become one of its benchmarks, through its public API.
+"""What a cell produces, wherever it runs, and the bridge that stores it in pytest-benchmark.
 
-pytest-benchmark times a callable with a timer it calls before and after each round. A replay timer
-hands it, round by round, the durations gpubench measured (on the device, in a subprocess, in a remote
-container), so ``benchmark.pedantic`` stores exactly those samples: its storage, ``--benchmark-compare``,
-``--benchmark-compare-fail`` and the ``pytest-benchmark compare`` command then work unchanged.
+A *producer* (the gpubench fixture, in this process, an xdist worker, a subprocess of another environment
+or a container) turns one measured cell into a :class:`CellRecord`: plain, versioned JSON that travels
+with the test's call report. The *consumer* (``ingest.py``, in the process that owns pytest-benchmark)
+stores it with :func:`store_in_benchmark_session`, judges it and reports it. No record is stored anywhere
+else, so a run measured in one process, under ``-n`` or in other environments ends in the same files.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections import deque
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import platform
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
-import pytest
+from .measure.stats import Summary
 
 GPUBENCH_KEY = "gpubench"  # extra_info[GPUBENCH_KEY] marks a benchmark as ours and holds its details
+RECORD_VERSION = 1
+REPORT_ATTRIBUTE = "gpubench_record"  # a TestReport attribute: pytest and xdist serialize report.__dict__
 
 
-class ReplayTimer:
-    """Returns 0.0 at the start of a round and the next recorded duration at its end."""
-
-    def __init__(self) -> None:
-        self.__name__ = "gpubench"
-        self._durations: deque[float] = deque()
-        self._at_start = True
-
-    def load(self, name: str, durations: Sequence[float]) -> None:
-        self.__name__ = name
-        self._durations = deque(durations)
-        self._at_start = True
-
-    def __call__(self) -> float:
-        if self._at_start:
-            self._at_start = False
-            return 0.0
-        self._at_start = True
-        return self._durations.popleft()
-
-
-def _nothing() -> None:
-    return None
-
-
-def attach_replay_timer(item: pytest.Item) -> None:
-    """At collection, give a gpubench cell's ``benchmark`` fixture a replay timer (keeping any
-    ``@pytest.mark.benchmark`` options): the fixture reads its timer from that marker when it is created."""
-    existing = item.get_closest_marker("benchmark")
-    options = dict(existing.kwargs) if existing else {}
-    options["timer"] = ReplayTimer()
-    item.add_marker(pytest.mark.benchmark(**options), append=False)
-
-
-def replay_timer_of(request: pytest.FixtureRequest) -> ReplayTimer:
-    if "benchmark" in _own_argnames(request):  # it would call the replay timer with nothing to replay
-        pytest.fail(f"{request.node.nodeid}: use either the benchmark or the gpubench fixture, not both", pytrace=False)
-    marker = request.node.get_closest_marker("benchmark")
-    timer = marker.kwargs.get("timer") if marker else None
-    if not isinstance(timer, ReplayTimer):
-        raise RuntimeError(f"{request.node.nodeid}: pytest-gpubench did not see this test at collection")
-    return timer
-
-
-def _own_argnames(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    function = getattr(request.node, "function", None)
-    return tuple(inspect.signature(function).parameters) if function is not None else ()
+class RecordVersionError(ValueError):
+    """A record written by another pytest-gpubench than this one reads."""
 
 
 @dataclass(frozen=True)
 class CellRecord:
-    """One measured cell, as plain data: what travels from an xdist worker (or, later, a subprocess or a
-    container) to the process that stores it in pytest-benchmark."""
+    """One measured cell as plain data. ``totals_s`` are the raw samples, each the time of ``loops`` calls;
+    ``extra_info[GPUBENCH_KEY]`` holds the cell's details (target, timer, metrics, variant...); ``host``
+    describes the machine that ran it (which need not be the one that stores it); ``phases_s`` how long
+    each phase took there."""
 
     nodeid: str
     name: str
@@ -82,6 +43,9 @@ class CellRecord:
     loops: int
     timer: str
     extra_info: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    phases_s: dict[str, float] = field(default_factory=dict)
+    version: int = RECORD_VERSION
 
     @property
     def samples_s(self) -> tuple[float, ...]:
@@ -91,16 +55,66 @@ class CellRecord:
     def details(self) -> dict[str, Any]:
         return dict(self.extra_info.get(GPUBENCH_KEY, {}))
 
+    def with_details(self, **more: Any) -> CellRecord:
+        extra = dict(self.extra_info)
+        extra[GPUBENCH_KEY] = {**self.details, **more}
+        return replace(self, extra_info=extra)
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "totals_s": list(self.totals_s)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CellRecord:
-        return cls(**{**data, "totals_s": tuple(data["totals_s"])})
+    def from_json(cls, data: Mapping[str, Any]) -> CellRecord:
+        version = data.get("version")
+        if version != RECORD_VERSION:
+            raise RecordVersionError(
+                f"a cell record of version {version!r} arrived, and this pytest-gpubench reads version "
+                f"{RECORD_VERSION}: install the same pytest-gpubench where the cell runs"
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "totals_s": tuple(data["totals_s"])})
 
 
-def jsonable_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Targets and variants by their ids, so saved params read 'H200:1', not an object's repr."""
+def describe_host(machine_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The machine a cell ran on: enough to tell two hosts (or a container from its controller) apart."""
+    return {
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": dict(machine_info),
+    }
+
+
+def merge_rounds(rounds: Sequence[CellRecord]) -> CellRecord:
+    """One record from several rounds of one cell (each separately set up and warmed): every sample is
+    kept, and each round's median and sample count stay in the details, where the speed-up report and
+    the gate read across-round evidence."""
+    import numpy as np
+
+    first = rounds[0]
+    if len(rounds) == 1:
+        return first
+    loops = first.loops
+    totals: list[float] = []
+    for record in rounds:
+        # rounds of one cell may have chosen different loop counts: keep per-call time exact
+        totals.extend(total / record.loops * loops for total in record.totals_s)
+    round_medians = [float(np.median(r.samples_s)) for r in rounds]
+    merged = replace(
+        first,
+        totals_s=tuple(totals),
+        phases_s={key: sum(r.phases_s.get(key, 0.0) for r in rounds) for key in first.phases_s},
+    )
+    return merged.with_details(
+        rounds=len(rounds),
+        round_medians_s=round_medians,
+        round_samples=[len(r.totals_s) for r in rounds],
+        stop_reason=f"{len(rounds)} rounds; last: {rounds[-1].details.get('stop_reason', '')}",
+    )
+
+
+def jsonable_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Targets, commits and variants by their ids, so saved params read 'H200:1', not an object's repr."""
     out: dict[str, Any] = {}
     for key, value in (params or {}).items():
         ident = getattr(value, "id", None) or getattr(value, "name", None)
@@ -108,17 +122,8 @@ def jsonable_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def record_samples(benchmark: Any, timer: ReplayTimer, record: CellRecord) -> None:
-    """Store the record's totals (each the time of ``loops`` calls) as the benchmark's rounds."""
-    if not record.totals_s:
-        raise ValueError("no samples to record")
-    benchmark.extra_info.update(record.extra_info)
-    timer.load(record.timer, record.totals_s)
-    benchmark.pedantic(_nothing, rounds=len(record.totals_s), iterations=record.loops, warmup_rounds=0)
-
-
 class _RecordAsFixture:
-    """What pytest-benchmark's Metadata reads from a fixture, for a cell measured in another process."""
+    """What pytest-benchmark's Metadata reads from its fixture, for a cell measured by gpubench."""
 
     cprofile_stats = None
     has_error = False
@@ -132,11 +137,13 @@ class _RecordAsFixture:
         self.extra_info = dict(record.extra_info)
 
 
-def add_to_benchmark_session(benchmark_session: Any, record: CellRecord) -> None:
-    """Append a cell measured elsewhere (an xdist worker) to this process's pytest-benchmark session, as
-    if its own fixture had run: Metadata divides each total by ``loops`` exactly as pedantic does."""
+def store_in_benchmark_session(benchmark_session: Any, record: CellRecord) -> None:
+    """Append a cell to pytest-benchmark's session as if its own fixture had measured it: Metadata divides
+    each total by ``loops`` exactly as ``benchmark.pedantic`` does, and ``stats.data`` are the raw samples."""
     from pytest_benchmark.stats import Metadata
 
+    if not record.totals_s:
+        raise ValueError(f"{record.nodeid}: a cell record with no samples")
     options = {"timer": record.timer, "min_rounds": len(record.totals_s), "warmup": False, "disable_gc": False}
     metadata = Metadata(_RecordAsFixture(record), iterations=record.loops, options=options)
     for total in record.totals_s:
@@ -155,3 +162,42 @@ def tidy_saved_json(benchmarks: Sequence[Any], output_json: dict[str, Any]) -> N
         entry["params"] = jsonable_params(entry.get("params"))
         if "data" not in entry.get("stats", {}):
             entry["stats"]["data"] = list(bench.stats.data)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """What one cell measured, as ``gpubench(...)`` returns it and the terminal summary shows it."""
+
+    record: CellRecord
+
+    @cached_property
+    def summary(self) -> Summary:
+        return Summary.of(self.record.samples_s)
+
+    @property
+    def nodeid(self) -> str:
+        return self.record.nodeid
+
+    @property
+    def target(self) -> str:
+        return str(self.record.details.get("target", "?"))
+
+    @property
+    def timer(self) -> str:
+        return self.record.timer
+
+    @property
+    def cache(self) -> str:
+        return str(self.record.details.get("cache", "n/a"))
+
+    @property
+    def loops(self) -> int:
+        return self.record.loops
+
+    @property
+    def stop_reason(self) -> str:
+        return str(self.record.details.get("stop_reason", ""))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.record.details.get("metrics", {}))

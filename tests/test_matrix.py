@@ -69,8 +69,8 @@ def test_variants_marker_adds_a_variant_axis(pytester: pytest.Pytester) -> None:
         import pytest
 
         @pytest.mark.variants("flash", "sdpa")
-        def test_v(variant, gpubench, request):
-            assert request.node.name == f"test_v[{variant.name}-cpu]"
+        def test_v(gpubench_variant, gpubench, request):
+            assert request.node.name == f"test_v[{gpubench_variant}-cpu]"
             gpubench.record([0.001])
         """
     )
@@ -90,9 +90,9 @@ def test_variants_from_config_set_their_env_for_the_test_only(pytester: pytest.P
         test_v="""
         import os
 
-        def test_v(variant, gpubench):
-            assert os.environ["GPUBENCH_TEST_ATTN"] == variant.name
-            assert variant.env == {"GPUBENCH_TEST_ATTN": variant.name}
+        def test_v(gpubench_variant, gpubench):
+            assert os.environ["GPUBENCH_TEST_ATTN"] == gpubench_variant.name
+            assert gpubench_variant.env == {"GPUBENCH_TEST_ATTN": gpubench_variant.name}
             gpubench.record([0.001])
 
         def test_z_after():
@@ -114,8 +114,8 @@ def test_marker_selects_configured_variants_with_their_env(pytester: pytest.Pyte
         import pytest
 
         @pytest.mark.variants("sdpa", "eager")
-        def test_v(variant, gpubench):
-            assert os.environ.get("GPUBENCH_TEST_ATTN") == {"sdpa": "sdpa", "eager": None}[variant.name]
+        def test_v(gpubench_variant, gpubench):
+            assert os.environ.get("GPUBENCH_TEST_ATTN") == {"sdpa": "sdpa", "eager": None}[gpubench_variant.name]
         """
     )
     result = pytester.runpytest("--gpu", "cpu", "-v")
@@ -128,7 +128,7 @@ def test_marker_selects_configured_variants_with_their_env(pytester: pytest.Pyte
 def test_variant_without_declared_variants_is_a_collection_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_nv="""
-        def test_v(variant, gpubench):
+        def test_v(gpubench_variant, gpubench):
             pass
         """
     )
@@ -136,7 +136,7 @@ def test_variant_without_declared_variants_is_a_collection_error(pytester: pytes
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.assert_outcomes(errors=1)
     assert (
-        "test_nv.py::test_v uses the 'variant' fixture but declares no variants; "
+        "test_nv.py::test_v uses the 'gpubench_variant' fixture but declares no variants; "
         "add @pytest.mark.variants('a', 'b') or a [tool.gpubench.variants] table"
     ) in result.stdout.lines
     assert "Traceback" not in result.stdout.str()
@@ -149,7 +149,7 @@ def test_variants_marker_needs_distinct_names(pytester: pytest.Pytester, marker:
         import pytest
 
         {marker}
-        def test_v(variant, gpubench):
+        def test_v(gpubench_variant, gpubench):
             pass
         """
     )
@@ -178,7 +178,7 @@ def test_ids_are_stable_across_runs(pytester: pytest.Pytester, monkeypatch: pyte
         import pytest
 
         @pytest.mark.parametrize("size", [1024, 64])
-        def test_s(variant, gpubench, size):
+        def test_s(gpubench_variant, gpubench, size):
             pass
         """
     )
@@ -187,11 +187,12 @@ def test_ids_are_stable_across_runs(pytester: pytest.Pytester, monkeypatch: pyte
     for seed in ("1", "2"):  # ids must not depend on str hashing (set or dict ordering)
         monkeypatch.setenv("PYTHONHASHSEED", seed)
         runs.append(collected_ids(pytester.runpytest_subprocess(*args)))
+    # the variants of one comparison (same size, same GPU) run back to back
     expected = [
         f"test_s.py::test_s[{size}-{variant}-{gpu}]"
         for size in ("1024", "64")
-        for variant in ("zeta", "alpha", "mid")
         for gpu in ("T4:2", "cpu", "A100-80GB:1")
+        for variant in ("zeta", "alpha", "mid")
     ]
     assert runs[0] == expected
     assert runs[1] == expected

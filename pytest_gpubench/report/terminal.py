@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from ..gate import Verdict
 from ..measure.stats import format_seconds
-from ..session import CellResult
+from ..record import CellResult
 
 RATE_COLUMNS = (
     ("tflops", "TFLOP/s"),

@@ -1,0 +1,101 @@
+"""The consumer: in the process that owns pytest-benchmark, each cell's record — measured here, in an
+xdist worker, in another environment or in a container — is stored, judged by the gate, and turns into
+the test's outcome. The record arrives on the call report, so a worker or runner that dies later loses
+nothing that was already reported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .baseline import Baseline
+from .gate import Verdict, judge
+from .matrix import TARGET_PARAM
+from .record import GPUBENCH_KEY, CellRecord, RecordVersionError, store_in_benchmark_session
+from .reports import record_of
+from .session import GpubenchSession
+
+
+def is_cell(report: pytest.TestReport) -> bool:
+    return any(name == TARGET_PARAM for name, _ in report.user_properties)
+
+
+def fail_report(report: pytest.TestReport, message: str) -> None:
+    """Turn a passed call into a failure with ``message``, before the terminal and JUnit XML see it."""
+    report.outcome = "failed"
+    report.longrepr = message
+
+
+def ingest(session: GpubenchSession, report: pytest.TestReport) -> None:
+    if report.when == "call":
+        try:
+            record = record_of(report)
+        except RecordVersionError as error:
+            fail_report(report, f"{report.nodeid}: {error}")
+            record = None
+        if record is not None:
+            session.records.append(record)
+            store_in_benchmark_session(session.benchmark_session, record)
+            if report.passed:
+                verdict = judge_cell(session, record)
+                if verdict is not None and verdict.failed:
+                    fail_report(report, f"gpubench gate: {report.nodeid} {verdict.describe()}")
+    if report.failed and is_cell(report):
+        note_failed_cell(session, report.nodeid)
+
+
+def _cpu_brand(machine_info: dict[str, Any]) -> object:
+    return (machine_info.get("cpu") or {}).get("brand_raw")
+
+
+def different_hardware(session: GpubenchSession, record: CellRecord, baseline: Baseline) -> str | None:
+    """Why a verdict against ``baseline`` would compare two machines, or None when it would not. A cell's
+    GPU is the one its record says it ran on (a container's, a worker's), not this process's."""
+    if not baseline.machine_info:
+        return None
+    if record.details.get("target") == "cpu":
+        old, new = _cpu_brand(baseline.machine_info), _cpu_brand(session.this_machine_info)
+    else:
+        old = (baseline.machine_info.get("gpu") or {}).get("name")
+        new = (record.host.get("gpu") or {}).get("name")
+    return None if old == new else f"baseline measured on {old}, this run on {new}"
+
+
+def judge_cell(session: GpubenchSession, record: CellRecord) -> Verdict | None:
+    """The gate's verdict on a cell; None when no gate was asked for."""
+    policy = session.settings.gate
+    if policy is None:
+        return None
+    baseline = session.baseline
+    if baseline is None:
+        verdict = Verdict(record.nodeid, "no-baseline", note="--benchmark-compare found no saved run")
+    elif (reason := different_hardware(session, record, baseline)) is not None:
+        verdict = Verdict(record.nodeid, "different-hardware", baseline=baseline.label, note=reason)
+    elif record.nodeid not in baseline.benchmarks:
+        verdict = Verdict(record.nodeid, "new", baseline=baseline.label, note=f"not in {baseline.label}")
+    else:
+        old = baseline.benchmarks[record.nodeid].get("stats", {}).get("data") or []
+        verdict = judge(record.nodeid, record.samples_s, old, policy, baseline.label)
+    session.verdicts[record.nodeid] = verdict
+    return verdict
+
+
+def note_failed_cell(session: GpubenchSession, nodeid: str) -> None:
+    """A cell that fails for its own reasons (not the gate's) still gets a line in the gate's summary."""
+    if session.settings.gate is None or (nodeid in session.verdicts and session.verdicts[nodeid].failed):
+        return
+    baseline = session.baseline
+    had_it = baseline is not None and nodeid in baseline.benchmarks
+    note = f"new failure: {baseline.label} has this cell" if had_it and baseline else "failed; not in the baseline"
+    session.verdicts[nodeid] = Verdict(nodeid, "failed", baseline=baseline.label if baseline else None, note=note)
+
+
+def note_missing_cells(session: GpubenchSession) -> None:
+    baseline = session.baseline
+    if session.settings.gate is None or baseline is None:
+        return
+    for nodeid, bench in baseline.benchmarks.items():
+        if GPUBENCH_KEY in (bench.get("extra_info") or {}) and nodeid not in session.verdicts:
+            session.verdicts[nodeid] = Verdict(nodeid, "missing", baseline=baseline.label,
+                                               note=f"in {baseline.label} but not run now")
