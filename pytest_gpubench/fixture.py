@@ -206,9 +206,10 @@ def comparison_details(item: pytest.Item) -> dict[str, Any]:
         out["commit"] = commit.name
         out["baseline_variant"] = commit.baseline.name
     else:
-        session = get_session(item.config)
-        declared = list(session.matrix.variants.values())
-        if variant in declared:
+        marker = item.get_closest_marker("variants")
+        table = get_session(item.config).matrix.variants
+        declared = [table.get(str(n), Variant(str(n))) for n in marker.args] if marker else list(table.values())
+        if declared:
             out["baseline_variant"] = baseline_of(declared).name
     key = comparison_key(item)
     if key is not None:

@@ -154,7 +154,7 @@ def speedup_lines(records: Sequence[CellRecord]) -> list[str]:
                          r.verdict, r.evidence])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    commits = len({c.commit for c in found if c.commit})
+    commits = len({c.commit for c in found if c.commit and c.variants})
     scope = f"{commits} commit{'s' if commits != 1 else ''}, " if commits else ""
     for name, t in totals(found).items():
         lines.append(f"{name}: over {scope}{t['comparisons']} comparison{'s' if t['comparisons'] != 1 else ''}: "
