@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from .executors.local import Lease
+from .executors.local import GpuLockTimeout, Lease
 from .hardware import Target
 from .heartbeat import Heartbeat, ticking
 from .matrix import COMMIT_PARAM, TARGET_PARAM, VARIANT_PARAM, Commit, Variant, baseline_of, cell_params, comparison_key
@@ -226,9 +226,16 @@ def gpubench_target(request: pytest.FixtureRequest, gpubench_commit: Commit | No
     if not isinstance(param, Target):
         raise RuntimeError(f"{TARGET_PARAM} is parametrized by pytest-gpubench; do not request it outside a benchmark")
     session = get_session(request.config)
-    with session.local.lease(param, request.node.nodeid) as lease:
-        request.node.stash[LEASE_KEY] = lease
+    try:
+        lease_context = session.local.lease(param, request.node.nodeid)
+        lease = lease_context.__enter__()
+    except GpuLockTimeout as error:
+        pytest.fail(str(error), pytrace=False)
+    request.node.stash[LEASE_KEY] = lease
+    try:
         yield param
+    finally:
+        lease_context.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -60,7 +60,8 @@ class CellScheduler:
         for index, member in enumerate(order):
             if member.nodeid in stopped:
                 continue
-            following = order[index + 1] if index + 1 < len(order) else nextitem
+            # never the member itself: its function-scoped fixtures must be torn down between its rounds
+            following = next((other for other in order[index + 1:] if other is not member), nextitem)
             reports = self.executor_of(member).run(member, following, 1)
             runs[member.nodeid].append(reports)
             if any(r.failed or r.skipped for r in reports):
