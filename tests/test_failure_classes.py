@@ -45,3 +45,13 @@ def test_secret_values_are_found_by_name_and_replaced() -> None:
     secrets = secret_values(env)
     assert set(secrets) == {"hf_abcdefghij", "sk-0123456789", "s3cr3tvalue"}  # "1" is too short to redact safely
     assert redact("token hf_abcdefghij key sk-0123456789 path /usr/bin", secrets) == "token *** key *** path /usr/bin"
+
+
+def test_credential_shaped_strings_are_redacted_and_ordinary_text_is_not() -> None:
+    body = ('{"error": "token hf_abcdefghijklmnopqrstuvwxyzAB lacks access", "key": "sk-proj-abcdefghijklmnop1234", '
+            '"access_token": "eyJhbGciOiJIUzI1NiJ9.payload", "auth": "Bearer abcdefghijklmnop"}')
+    assert redact(body, ()) == ('{"error": "token *** lacks access", "key": "***", "access_token": "***", '
+                                '"auth": "Bearer ***"}')
+    ordinary = ('{"max_tokens": 128, "usage": {"prompt_tokens": 12, "completion_tokens": 7}, '
+                '"model": "meta-llama/Llama-3.1-8B", "path": "/models/hf_cache/llama", "tokenizer": "fast"}')
+    assert redact(ordinary, ()) == ordinary

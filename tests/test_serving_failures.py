@@ -5,6 +5,8 @@ checks that none of the server's processes (and, where it starts one, its child'
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -167,3 +169,106 @@ def test_engine_that_is_not_installed_is_named(pytester: pytest.Pytester) -> Non
 def test_healthy_server_passes_and_is_stopped_with_its_children(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     result = run_cell(pytester, monkeypatch, "--child")
     result.assert_outcomes(passed=2)
+
+
+STREAM_SERVER = Path(__file__).parent / "servers" / "stream_server.py"
+
+LOAD_CELL = """
+import os
+import sys
+
+
+def test_load(llm_server, llm_load):
+    server = llm_server("command", argv=[sys.executable, os.environ["STREAM_SERVER"], "--port", "{{port}}",
+                                         "--ttft-ms", "20", "--itl-ms", "5", "--crash-after-requests", "8",
+                                         "--pidfile", os.environ["PIDFILE"]], grace_s=2)
+    # 2 warm-up responses, then 6 timed ones, then the server dies with 6 requests still to send
+    llm_load(server, ["hello"], num_requests=12, warmup_requests=2, max_tokens=4, request_rate=20, arrival="fixed",
+             max_concurrency={concurrency}, timeout_s=20)
+
+
+def test_next_cell_still_runs():
+    pass
+"""
+
+
+@pytest.mark.parametrize("concurrency", [2, None], ids=["concurrency-below-requests", "concurrency-above-requests"])
+def test_server_dying_during_a_load_fails_the_cell_with_its_log_and_what_finished(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, concurrency: int | None
+) -> None:
+    pidfile = pytester.path / "pids"
+    monkeypatch.setenv("STREAM_SERVER", str(STREAM_SERVER))
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    pytester.makepyfile(test_load=LOAD_CELL.format(concurrency=concurrency))
+    started = time.monotonic()
+    try:
+        # in a subprocess with a limit: the bug this catches is a run that never ends
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", timeout=150)
+    finally:
+        assert_no_process_left_or_kill(pidfile)
+    assert time.monotonic() - started < 150
+    result.assert_outcomes(passed=1, failed=1)
+    assert failure_line(result).startswith("[crashed-mid-run] server 'command' exit code 139"), failure_line(result)
+    output = result.stdout.str()
+    assert "Fatal Python error: Segmentation fault (simulated)" in output  # the server's full log
+    assert "Traceback" not in output and not any(line.startswith("E ") for line in result.stdout.lines)  # no raw error
+    assert "During handling of the above exception" not in output
+    assert "6 of 12 requests completed before the load stopped" in output
+    assert "TTFT median" in output
+
+
+def assert_no_process_left_or_kill(pidfile: Path) -> None:
+    """The server of a run that hung is killed here, so a failing test leaves nothing either."""
+    assert processes_mentioning(str(pidfile)) == [] or kill_all(processes_mentioning(str(pidfile)))
+
+
+def kill_all(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return False
+
+
+SHAPED_TOKEN = "hf_" + "Q7wZ" * 9  # in no environment variable: a server may read its token from its own config
+
+REFUSING_CELLS = """
+import os
+import sys
+
+ARGV = [sys.executable, os.environ["FAKE_SERVER"], "--port", "{port}", "--reject", os.environ["REJECTION"],
+        "--pidfile", os.environ["PIDFILE"]]
+
+
+def test_one_token_request_refused(llm_server):
+    llm_server("command", argv=ARGV, grace_s=2, smoke_request=True)
+
+
+def test_load_refused(llm_server, llm_load):
+    llm_load(llm_server("command", argv=ARGV, grace_s=2), ["hello"], num_requests=2, max_tokens=2)
+"""
+
+
+def test_error_bodies_quoting_a_token_are_redacted_in_terminal_and_junit(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfile = pytester.path / "pids"
+    monkeypatch.setenv("FAKE_SERVER", str(FAKE_SERVER))
+    monkeypatch.setenv("PIDFILE", str(pidfile))
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setenv("REJECTION", f"token {SHAPED_TOKEN} lacks access (HF_TOKEN was {SECRET}); "
+                                    "Authorization: Bearer Zm9vYmFyYmF6cXV4MTIz")
+    pytester.makepyfile(test_refused=REFUSING_CELLS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--junitxml=junit.xml")
+    assert_no_process_left(pidfile, children=False)
+    result.assert_outcomes(failed=2)
+    shown = result.stdout.str() + result.stderr.str() + (pytester.path / "junit.xml").read_text()
+    for log in (pytester.path / "gpubench-logs").rglob("*.log"):
+        shown += log.read_text()
+    for secret in (SHAPED_TOKEN, SECRET, "Zm9vYmFyYmF6cXV4MTIz"):
+        assert secret not in shown
+    failures = [line for line in result.stdout.lines if line.startswith("[unhealthy]")]
+    assert len(failures) == 2, result.stdout.str()
+    assert all("HTTP 401" in line and "token *** lacks access (HF_TOKEN was ***)" in line for line in failures)
+    assert all("Bearer ***" in line for line in failures)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -25,11 +25,20 @@ from .failures import ServerFailure
 from .loadgen import LoadOutcome, LoadSpec, run_load
 from .metrics import ServingMetrics, Slo, compute_metrics
 from .ports import free_port
+from .secrets import redact, secret_values
 from .selfcheck import SelfCheck, self_check
 from .server import HEARTBEAT_S, RunningServer, ServerSpec, launch
 
 SERVERS_KEY = pytest.StashKey[list[RunningServer]]()
 FAILURES_KEY = pytest.StashKey[list[ServerFailure]]()
+LOAD_KEY = pytest.StashKey[dict[str, Any]]()  # what a failed load measured before it stopped
+
+
+def fail_cell(message: str, servers: Sequence[RunningServer] = ()) -> NoReturn:
+    """Fail the cell with ``message``, every secret masked (an error body may quote one). Raised ``from None``:
+    inside an ``except``, pytest.fail prints the failure twice ("During handling of the above exception...")."""
+    secrets = {*secret_values(), *(value for server in servers for value in server.secrets)}
+    raise pytest.fail.Exception(redact(message, tuple(sorted(secrets, key=len, reverse=True))), pytrace=False) from None
 
 
 def log_dir_for(config: pytest.Config, nodeid: str) -> Path:
@@ -83,7 +92,7 @@ class LlmServerFactory:
                 self._one_token(server, model or "")
         except ServerFailure as failure:
             self._request.node.stash[FAILURES_KEY].append(failure)
-            pytest.fail(str(failure), pytrace=False)
+            fail_cell(str(failure), self.servers)
         return server
 
     def _one_token(self, server: RunningServer, model: str) -> None:
@@ -98,7 +107,8 @@ class LlmServerFactory:
             if not answer.get("choices"):
                 raise ValueError(f"no choices in {str(answer)[:200]}")
         except (OSError, ValueError) as error:
-            detail = error.read().decode(errors="replace")[:300] if isinstance(error, urllib.error.HTTPError) else str(error)
+            detail = (f"HTTP {error.code}: {error.read().decode(errors='replace')[:300]}"
+                      if isinstance(error, urllib.error.HTTPError) else str(error))
             server.stop()
             raise server.failure("unhealthy", f"server {server.spec.name!r} answered /health but not a one-token "
                                   f"completion: {detail}", None) from None
@@ -113,16 +123,16 @@ class LlmServerFactory:
         """Stop every server. A server that died while the cell ran, or left processes behind, fails it."""
         problems: list[str] = []
         for server in self.servers:
-            leftover = server.stop()  # first: the logs are complete only once every process holding them is gone
             try:
-                server.check_alive()
+                server.check_alive()  # before stop(), which would make a crash look like our own SIGTERM
             except ServerFailure as failure:
                 self._request.node.stash[FAILURES_KEY].append(failure)
                 problems.append(str(failure))
+            leftover = server.stop()
             if leftover:
                 problems.append(f"server {server.spec.name!r} left processes {leftover} after SIGKILL")
         if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+            fail_cell("\n".join(problems), self.servers)
 
 
 @pytest.fixture
@@ -135,12 +145,27 @@ def llm_server(request: pytest.FixtureRequest) -> Iterator[LlmServerFactory]:
 
 
 def server_report_sections(item: pytest.Item) -> list[tuple[str, str]]:
-    """Every server's full stdout and stderr, for the report of a failed phase of ``item``."""
+    """Every server's full stdout and stderr, and the metrics of a load that failed, for the report of a
+    failed phase of ``item``."""
     sections: list[tuple[str, str]] = []
     for server in item.stash.get(SERVERS_KEY, []):
         for path, text in server.logs().items():
             sections.append((f"gpubench server {server.spec.name!r} log {path}", text or "(empty)\n"))
+    load = item.stash.get(LOAD_KEY, None)
+    if load is not None:
+        sections.append(("gpubench load before the failure", json.dumps(load, indent=1, sort_keys=True) + "\n"))
     return sections
+
+
+def describe_finished(outcome: LoadOutcome, metrics: ServingMetrics) -> str:
+    """One line: how far the load got, and what the requests that finished measured."""
+    asked = len(outcome.results) + outcome.unsent
+    line = (f"{metrics.completed} of {asked} requests completed before the load stopped "
+            f"({metrics.failed} failed, {outcome.unsent} not sent)")
+    measured = [f"{label} median {dist.median:.1f} ms, p99 {dist.percentiles[99]:.1f} ms"
+                for label, dist in (("TTFT", metrics.ttft), ("TPOT", metrics.tpot), ("E2EL", metrics.e2el))
+                if dist is not None]
+    return f"{line}: {'; '.join(measured)}" if measured else line
 
 
 class ClientBoundWarning(UserWarning):
@@ -175,19 +200,18 @@ class LlmLoad:
         load_spec = LoadSpec(**spec)
         with self._heartbeat(server if isinstance(server, RunningServer) else None, load_spec):
             outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
-        if isinstance(server, RunningServer):
-            try:
-                server.check_alive()
-            except ServerFailure as failure:
-                self._request.node.stash[FAILURES_KEY].append(failure)
-                pytest.fail(str(failure), pytrace=False)
         metrics = compute_metrics(outcome.results, slo)
+        if isinstance(server, RunningServer):
+            # broken connections are how a crash shows first: its sockets close a moment before its exit
+            # status can be read, so give it that moment rather than call a dead server alive
+            self._fail_if_dead(server, outcome, metrics, wait_s=5.0 if outcome.lost_connections else 0.0)
+        if outcome.stopped or metrics.completed == 0:
+            reason = outcome.stopped or (f"none of {len(outcome.results)} requests completed; first errors: "
+                                         f"{'; '.join(metrics.first_errors)}")
+            self._fail(f"[unhealthy] {reason}", outcome, metrics)
         check = self_check(outcome, load_spec.processes)
         if check.client_bound:
             warnings.warn(ClientBoundWarning(check.warning), stacklevel=2)
-        if metrics.completed == 0:
-            pytest.fail(f"[unhealthy] none of {len(outcome.results)} requests completed; first errors: "
-                        f"{'; '.join(metrics.first_errors)}", pytrace=False)
         if "gpubench" in self._request.fixturenames:
             done = [r for r in outcome.results if r.ok]
             samples = [r.ttft if record == "ttft" else r.e2el if record == "e2el" else r.tpot for r in done]
@@ -197,6 +221,24 @@ class LlmLoad:
             )
         return ServingReport(metrics, check, outcome)
 
+
+    @property
+    def _servers(self) -> list[RunningServer]:
+        return list(self._request.node.stash.get(SERVERS_KEY, []))
+
+    def _fail_if_dead(self, server: RunningServer, outcome: LoadOutcome, metrics: ServingMetrics, wait_s: float) -> None:
+        try:
+            server.check_alive(wait_s)
+        except ServerFailure as failure:
+            self._request.node.stash[FAILURES_KEY].append(failure)
+            self._fail(str(failure), outcome, metrics)
+
+    def _fail(self, message: str, outcome: LoadOutcome, metrics: ServingMetrics) -> None:
+        """Fail the cell with what the requests that finished measured: the line says it, the report holds
+        every metric. They are not recorded as the cell's result: a load cut short must not become a baseline."""
+        self._request.node.stash[LOAD_KEY] = {"finished_requests": metrics.as_dict(), "unsent": outcome.unsent,
+                                              "stopped": outcome.stopped}
+        fail_cell(f"{message}\n{describe_finished(outcome, metrics)}", self._servers)
 
     @contextlib.contextmanager
     def _heartbeat(self, server: RunningServer | None, spec: LoadSpec) -> Iterator[None]:

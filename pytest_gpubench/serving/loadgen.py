@@ -23,6 +23,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from .metrics import RequestResult
+from .secrets import redact, secret_values
 
 LAG_TICK_S = 0.005
 # A non-empty string value: the first character after the opening quote is not the closing one.
@@ -66,6 +67,9 @@ class LoadOutcome:
     loop_lag_s: tuple[float, ...]  # how late each ticker wake-up was, every LAG_TICK_S
     target_rate: float
     sent_span_s: float  # first send -> last send
+    stopped: str = ""  # why the load ended before every request was sent; empty when all were sent
+    unsent: int = 0  # timed requests never sent because the load stopped
+    lost_connections: int = 0  # requests whose connection broke or could not be opened: a server dying, often
 
     @property
     def achieved_rate(self) -> float:
@@ -323,26 +327,46 @@ class _HttpStream(asyncio.Protocol):
 
 
 class _Pool:
-    """Connections opened before the clock starts, and reopened outside the timed span when a server closes one."""
+    """Connections opened before the clock starts, and reopened outside the timed span when a server closes one.
 
-    def __init__(self, host: str, port: int, size: int) -> None:
+    A connection that cannot be opened stops the load (``refused``): a server that refuses connections mid-run
+    has died, and every request still to send would only fail the same way, or wait for a slot for ever."""
+
+    def __init__(self, host: str, port: int, size: int, connect_timeout_s: float) -> None:
         self.host, self.port, self.size = host, port, size
+        self.connect_timeout_s = connect_timeout_s
         self.idle: asyncio.Queue[_HttpStream] = asyncio.Queue()
+        self.refused = ""
+        self.lost_connections = 0
 
     async def open(self) -> _HttpStream:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(_HttpStream, self.host, self.port)
+        _, protocol = await asyncio.wait_for(loop.create_connection(_HttpStream, self.host, self.port),
+                                             self.connect_timeout_s)
         sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return protocol
+
+    async def reopen(self) -> _HttpStream | None:
+        """A new connection, or None (and the load stops) when the server does not accept one."""
+        try:
+            return await self.open()
+        except (OSError, asyncio.TimeoutError) as error:
+            self.lost_connections += 1
+            if not self.refused:
+                self.refused = (f"the server at {self.host}:{self.port} stopped accepting connections "
+                                f"({type(error).__name__}: {error or 'no answer'})")
+            return None
 
     async def fill(self) -> None:
         opening = asyncio.Semaphore(64)  # a burst of connects beyond the listen backlog only stalls
 
         async def one() -> None:
             async with opening:
-                self.idle.put_nowait(await self.open())
+                stream = await self.reopen()
+                if stream is not None:
+                    self.idle.put_nowait(stream)
 
         await asyncio.gather(*(one() for _ in range(self.size)))
 
@@ -353,24 +377,36 @@ class _Pool:
                 stream.transport.close()
 
 
-async def _one(pool: _Pool, stream: _HttpStream, request: bytes, chat: bool, timeout_s: float) -> RequestResult:
-    connect_s = 0.0
-    if stream.closed:
-        started = time.perf_counter()
-        stream = await pool.open()
-        connect_s = time.perf_counter() - started
-    response = _Response(chat)
-    sent = time.perf_counter()
+async def _one(pool: _Pool, stream: _HttpStream, request: bytes, chat: bool, timeout_s: float,
+               secrets: tuple[str, ...]) -> RequestResult | None:
+    """One request on ``stream``, reopened first if the server closed it; None when it could not be reopened
+    (never sent). The slot goes back to the pool on every path: one lost slot stalls max_concurrency for ever."""
     try:
-        finished = await asyncio.wait_for(stream.send(request, response), timeout_s)
-    except asyncio.TimeoutError:
-        stream.closed = True
-        if stream.transport is not None:
-            stream.transport.close()
-        return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(), error=f"timed out after {timeout_s:g} s",
-                             connect_s=connect_s)
-    except (ConnectionError, ValueError, OSError) as error:
-        return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(), error=str(error), connect_s=connect_s)
+        connect_s = 0.0
+        if stream.closed:
+            started = time.perf_counter()
+            fresh = await pool.reopen()
+            if fresh is None:
+                return None
+            stream = fresh
+            connect_s = time.perf_counter() - started
+        response = _Response(chat)
+        sent = time.perf_counter()
+        try:
+            finished = await asyncio.wait_for(stream.send(request, response), timeout_s)
+        except asyncio.TimeoutError:
+            stream.closed = True
+            if stream.transport is not None:
+                stream.transport.close()
+            return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(),
+                                 error=f"timed out after {timeout_s:g} s", connect_s=connect_s)
+        except (ConnectionError, OSError) as error:
+            pool.lost_connections += 1
+            return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(), error=str(error),
+                                 connect_s=connect_s)
+        except Exception as error:  # a response the parser cannot follow fails its request, not the run
+            return RequestResult(sent, tuple(response.chunk_times), time.perf_counter(),
+                                 error=f"{type(error).__name__}: {error}", connect_s=connect_s)
     finally:
         pool.idle.put_nowait(stream)
     problem = response.error
@@ -378,6 +414,8 @@ async def _one(pool: _Pool, stream: _HttpStream, request: bytes, chat: bool, tim
         problem = f"HTTP {response.status}: {bytes(response.error_body[:300]).decode(errors='replace')}"
     elif not response.chunk_times and problem is None:
         problem = "the response carried no content"
+    if problem is not None:  # an error body may quote the credential the server refused
+        problem = redact(problem, secrets)
     return RequestResult(sent, tuple(response.chunk_times), finished, response.prompt_tokens, response.output_tokens,
                          problem, connect_s, response.usage)
 
@@ -399,35 +437,47 @@ async def run_load_async(host: str, port: int, prompts: Sequence[Any], spec: Loa
     head = (f"POST /v1/{'chat/completions' if chat else 'completions'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "Content-Type: application/json\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n")
     requests = [head.encode() + f"Content-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
+    secrets = secret_values()
     size = min(spec.max_concurrency or spec.num_requests, spec.num_requests)
-    pool = _Pool(host, port, max(1, size))
+    pool = _Pool(host, port, max(1, size), spec.timeout_s)
     await pool.fill()
+    sent_times: list[float] = []
+    lags: list[float] = []
+    results: list[RequestResult | None] = []
+    timed = requests[spec.warmup_requests :]
     try:
         warm = requests[: spec.warmup_requests]
         for i in range(0, len(warm), size):
+            if pool.refused:
+                break
             streams = [await pool.idle.get() for _ in warm[i : i + size]]
-            await asyncio.gather(*(_one(pool, s, r, chat, spec.timeout_s) for s, r in zip(streams, warm[i : i + size])))
-        timed = requests[spec.warmup_requests :]
+            await asyncio.gather(*(_one(pool, s, r, chat, spec.timeout_s, secrets) for s, r in zip(streams, warm[i : i + size])))
         offsets = list(offsets) if offsets is not None else arrival_offsets(spec)
-        lags: list[float] = []
         stop = asyncio.Event()
         ticker = asyncio.create_task(_ticker(lags, stop))
         start = start_at if start_at is not None else time.perf_counter()
-        tasks, sent_times = [], []
+        tasks = []
         for request, offset in zip(timed, offsets):
+            if pool.refused:
+                break
             delay = start + offset - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             stream = await pool.idle.get()  # waiting here is what max_concurrency means
+            if pool.refused:  # found while this request waited for its slot
+                pool.idle.put_nowait(stream)
+                break
             sent_times.append(time.perf_counter())
-            tasks.append(asyncio.create_task(_one(pool, stream, request, chat, spec.timeout_s)))
-        results = await asyncio.gather(*tasks)
+            tasks.append(asyncio.create_task(_one(pool, stream, request, chat, spec.timeout_s, secrets)))
+        results = list(await asyncio.gather(*tasks))
         stop.set()
         await ticker
     finally:
         pool.close()
+    done = tuple(r for r in results if r is not None)
     span = (sent_times[-1] - sent_times[0]) if len(sent_times) > 1 else 0.0
-    return LoadOutcome(tuple(results), tuple(lags), spec.request_rate, span)
+    return LoadOutcome(done, tuple(lags), spec.request_rate, span, pool.refused, len(timed) - len(done),
+                       pool.lost_connections)
 
 
 def _run_share(host: str, port: int, prompts: Sequence[Any], spec: LoadSpec, start_at: float,
@@ -456,4 +506,6 @@ def run_load(host: str, port: int, prompts: Sequence[Any], spec: LoadSpec) -> Lo
     results = tuple(r for o in outcomes for r in o.results)
     sends = sorted(r.sent_at for r in results)
     return LoadOutcome(results, tuple(lag for o in outcomes for lag in o.loop_lag_s), spec.request_rate,
-                       sends[-1] - sends[0] if len(sends) > 1 else 0.0)
+                       sends[-1] - sends[0] if len(sends) > 1 else 0.0,
+                       next((o.stopped for o in outcomes if o.stopped), ""), sum(o.unsent for o in outcomes),
+                       sum(o.lost_connections for o in outcomes))

@@ -70,6 +70,7 @@ class RunningServer:
         self.times: dict[str, float] = {}
         self.died: tuple[float, int] | None = None  # (when, returncode) if it exited before stop()
         self._stopping = False
+        self._crash_raised = False
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}
         self._secrets = secret_values(env)
@@ -95,6 +96,11 @@ class RunningServer:
         self._watchdog: threading.Thread | None = None
 
     # -- readiness -----------------------------------------------------------------------------------
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values of the server's environment: masked wherever its words are shown."""
+        return self._secrets
 
     @property
     def base_url(self) -> str:
@@ -158,9 +164,19 @@ class RunningServer:
                 return
             time.sleep(POLL_S)
 
-    def check_alive(self) -> None:
-        """Raise the crash, with the full logs, if the server died after it was ready."""
-        if self.died is not None:
+    def check_alive(self, wait_s: float = 0.0) -> None:
+        """Raise the crash, with the full logs, if the server died after it was ready. ``wait_s``: how long to
+        wait for an exit that broken connections announce (the watchdog polls only every POLL_S)."""
+        if self.died is None and not self._stopping:
+            try:
+                returncode = self.process.wait(wait_s) if wait_s > 0 else self.process.poll()
+            except subprocess.TimeoutExpired:
+                returncode = None
+            if returncode is not None and not self._stopping:
+                self.died = (time.monotonic(), returncode)
+        if self.died is not None and not self._crash_raised:
+            self._crash_raised = True  # the cell that saw the crash fails; its teardown does not fail again for it
+            self.stop()  # children may live on holding the GPU, and the logs are whole only once all are gone
             raise self.failure(None, f"server {self.spec.name!r} {describe_exit(self.died[1])} "
                                 f"{self.died[0] - self._launched_at:.1f} s after launch, while the cell ran",
                                 self.died[1], phase="running")

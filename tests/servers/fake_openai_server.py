@@ -2,7 +2,9 @@
 port, real logs: only the model is missing.
 
     python fake_openai_server.py --port N [--stderr-lines N --exit 1] [--oom] [--hang] [--load-delay S]
-        [--crash-after S] [--missing-model PATH] [--echo-env NAME] [--child] [--pidfile F]
+        [--crash-after S] [--missing-model PATH] [--echo-env NAME] [--child] [--pidfile F] [--reject TEXT]
+
+``--reject TEXT`` answers every completion with HTTP 401 and TEXT as the error, as a server refusing a token does.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
+    reject: str | None = None
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
         sys.stderr.write("INFO: " + (format % args) + "\n")
 
@@ -27,6 +31,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length", 0))
         json.loads(self.rfile.read(length) or b"{}")
+        if self.reject is not None:
+            self._reply(401, {"error": self.reject})
+            return
         self._reply(200, {"choices": [{"text": "x", "index": 0}], "usage": {"completion_tokens": 1}})
 
     def _reply(self, status: int, body: dict) -> None:
@@ -51,6 +58,7 @@ def main() -> int:
     parser.add_argument("--echo-env", default=None)
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--pidfile", default=None)
+    parser.add_argument("--reject", default=None)
     args = parser.parse_args()
 
     pids = [os.getpid()]
@@ -78,6 +86,7 @@ def main() -> int:
             print("loading weights...", file=sys.stderr, flush=True)
             time.sleep(1)
     time.sleep(args.load_delay)
+    Handler.reject = args.reject
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)  # raises "Address already in use"
     if args.crash_after is not None:
         def crash() -> None:

@@ -3,6 +3,10 @@ then one token every ITL. Each token is one SSE event; a final usage event and `
 optional, as real servers differ (transformers serve sends usage but no [DONE]).
 
     python stream_server.py --port N [--ttft-ms 50] [--itl-ms 10] [--no-done] [--no-usage] [--close] [--workers K]
+        [--crash-after-requests N] [--pidfile F]
+
+``--crash-after-requests N`` dies as a segfaulting engine does (a fatal line on stderr, exit code 139) once it
+has sent N whole responses, cutting the streams still in flight.
 
 The server checks itself: every usage event carries ``server_late_ms``, the most any token of that
 response left after its scheduled time, and ``token_sent_at``, when each token was written (perf_counter:
@@ -15,7 +19,9 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 
 def event(payload: dict) -> bytes:
@@ -24,6 +30,21 @@ def event(payload: dict) -> bytes:
 
 
 _RENDERED: dict[tuple[int, bool], bytes] = {}
+
+
+class Responses:
+    """Counts whole responses sent, and crashes the server after the number it was told."""
+
+    def __init__(self, crash_after: int | None) -> None:
+        self.crash_after = crash_after
+        self.sent = 0
+
+    def one_sent(self) -> None:
+        self.sent += 1
+        if self.crash_after is not None and self.sent >= self.crash_after:
+            sys.stderr.write(f"served {self.sent} responses\nFatal Python error: Segmentation fault (simulated)\n")
+            sys.stderr.flush()
+            os._exit(139)
 
 
 def zero_delay_response(tokens: int, chat: bool, args: argparse.Namespace) -> bytes:
@@ -40,7 +61,8 @@ def zero_delay_response(tokens: int, chat: bool, args: argparse.Namespace) -> by
     return _RENDERED[key]
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace,
+                 responses: Responses) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -61,6 +83,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
             if args.ttft_ms == 0 and args.itl_ms == 0:  # zero delay: one write, so the server never limits a client
                 writer.write(zero_delay_response(tokens, chat, args))
                 await writer.drain()
+                responses.one_sent()
                 if args.close:
                     break
                 continue
@@ -83,6 +106,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
                 writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            responses.one_sent()
             if args.close:
                 break
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -92,8 +116,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
 
 
 async def main(args: argparse.Namespace, announce: bool) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, args), "127.0.0.1", args.port, backlog=4096,
-                                        reuse_port=True)
+    responses = Responses(args.crash_after_requests)
+    server = await asyncio.start_server(lambda r, w: handle(r, w, args, responses), "127.0.0.1", args.port,
+                                        backlog=4096, reuse_port=True)
     if announce:
         print("ready", flush=True)
     async with server:
@@ -109,7 +134,11 @@ if __name__ == "__main__":
     parser.add_argument("--no-usage", dest="usage", action="store_false")
     parser.add_argument("--close", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
+    parser.add_argument("--crash-after-requests", type=int, default=None)
+    parser.add_argument("--pidfile", default=None)
     arguments = parser.parse_args()
+    if arguments.pidfile:
+        Path(arguments.pidfile).write_text(str(os.getpid()))
     for _ in range(arguments.workers - 1):
         if os.fork() == 0:
             asyncio.run(main(arguments, announce=False))
