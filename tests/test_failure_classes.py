@@ -55,3 +55,27 @@ def test_credential_shaped_strings_are_redacted_and_ordinary_text_is_not() -> No
     ordinary = ('{"max_tokens": 128, "usage": {"prompt_tokens": 12, "completion_tokens": 7}, '
                 '"model": "meta-llama/Llama-3.1-8B", "path": "/models/hf_cache/llama", "tokenizer": "fast"}')
     assert redact(ordinary, ()) == ordinary
+
+
+PASSING_MENTIONS = "\n".join([
+    "INFO 05-12 10:00:01 [api_server.py:1] HF_TOKEN not set; using anonymous access to the hub",
+    "WARNING 05-12 10:00:02 [gpu_worker.py:2] out of memory for the prefix cache on the first try; retrying at 0.85",
+    "INFO: 401 Client Error on an optional telemetry ping, ignored",
+    *(f"INFO 05-12 10:00:03 [loader.py:3] loaded shard {i} of 300" for i in range(300)),
+])
+
+
+def test_the_class_comes_from_the_fatal_lines_at_the_end_not_words_in_passing() -> None:
+    crash = "Traceback (most recent call last):\n  File \"serve.py\", line 3, in <module>\nKeyError: 'rope_scaling'"
+    assert classify(1, f"{PASSING_MENTIONS}\n{crash}", "startup") == "crashed-on-start"
+    assert classify(-signal.SIGSEGV, f"{PASSING_MENTIONS}\nFatal Python error: Segmentation fault", "running") == "crashed-mid-run"
+    assert classify(None, PASSING_MENTIONS, "startup") == "startup-timeout"
+    # vLLM: the engine core's traceback names the cause, then the API server's says "see root cause above"
+    vllm = (f"{PASSING_MENTIONS}\nERROR 05-12 10:01:00 [core.py:700] EngineCore failed to start.\n"
+            "Traceback (most recent call last):\n  File \"core.py\", line 690, in run_engine_core\n"
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+            "Traceback (most recent call last):\n  File \"api_server.py\", line 1, in <module>\n"
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}")
+    assert classify(1, vllm, "startup") == "out-of-memory"
+    assert classify(1, f"{PASSING_MENTIONS}\nhuggingface_hub.errors.GatedRepoError: 401 Client Error.", "startup") \
+        == "gated-model-or-token"

@@ -272,3 +272,26 @@ def test_error_bodies_quoting_a_token_are_redacted_in_terminal_and_junit(
     assert len(failures) == 2, result.stdout.str()
     assert all("HTTP 401" in line and "token *** lacks access (HF_TOKEN was ***)" in line for line in failures)
     assert all("Bearer ***" in line for line in failures)
+
+
+def test_words_in_passing_do_not_name_an_unrelated_crash(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # HF_TOKEN and "out of memory" in an INFO and a WARNING line, then 300 lines, then a crash of another cause
+    result = run_cell(pytester, monkeypatch, "--mention-in-passing", "--stderr-lines", "300",
+                      "--fail-with", "KeyError: 'rope_scaling'")
+    result.assert_outcomes(passed=1, failed=1)
+    assert failure_line(result).startswith("[crashed-on-start] server 'command' exit code 1"), failure_line(result)
+    assert "out of memory for a CUDA graph" in result.stdout.str()  # the log is shown whole all the same
+
+
+def test_a_failure_is_said_once_and_an_unknown_engine_is_named(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run_cell(pytester, monkeypatch, "--exit", "3")
+    result.assert_outcomes(passed=1, failed=1)
+    assert len([line for line in result.stdout.lines if line.startswith("[crashed-on-start]")]) == 1
+    assert "During handling of the above exception" not in result.stdout.str()
+
+    pytester.makepyfile(test_cell="def test_cell(llm_server):\n    llm_server('nope')\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    assert "llm_server: engine='nope'; use one of vllm, sglang, transformers, command" in result.stdout.lines
+    assert "needs model=" not in result.stdout.str()

@@ -27,6 +27,8 @@ def _executable(name: str) -> str:
 
 def engine_launch(engine: str, *, model: str | None, port: int, gpus: int, args: Sequence[str] = (),
                   argv: Sequence[str] | None = None) -> EngineLaunch:
+    if engine not in ENGINES:  # before anything else: "needs model=" would send the user after the wrong mistake
+        raise ValueError(f"engine={engine!r}; use one of {', '.join(ENGINES)}")
     host_port = ("--host", "127.0.0.1", "--port", str(port))
     if engine == "command":
         if not argv:
@@ -41,7 +43,5 @@ def engine_launch(engine: str, *, model: str | None, port: int, gpus: int, args:
         tp = ("--tp", str(gpus)) if gpus > 1 else ()
         return EngineLaunch((sys.executable, "-m", "sglang.launch_server", "--model-path", model, *host_port, *tp, *args),
                             "/health", True)
-    if engine == "transformers":
-        device = ("--device", "cpu") if gpus == 0 else ()
-        return EngineLaunch((_executable("transformers"), "serve", model, *host_port, *device, *args), "/health", True)
-    raise ValueError(f"engine={engine!r}; use one of {', '.join(ENGINES)}")
+    device = ("--device", "cpu") if gpus == 0 else ()  # transformers
+    return EngineLaunch((_executable("transformers"), "serve", model, *host_port, *device, *args), "/health", True)

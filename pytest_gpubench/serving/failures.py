@@ -30,10 +30,30 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 
+# Only lines that say something went wrong name the class, and only near the end of a log: a server that
+# notes HF_TOKEN is unset, or retries after an "out of memory" warning, and then dies of something else, has
+# that something else as its cause.
+TAIL_LINES = 120  # vLLM's root-cause traceback and the API server's own one after it fit
+FATAL_LINE = re.compile(
+    r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception)\b"  # an exception's own line: "torch.OutOfMemoryError: ..."
+    r"|\b(?:ERROR|CRITICAL|FATAL)\b|Fatal Python error"  # a logger's error levels; the interpreter's last words
+    r"|\berror:"  # command lines: "vllm serve: error: unrecognized arguments"
+    r"|Segmentation fault|core dumped|\bAborted\b",
+)
+
+
+def fatal_lines(log_text: str) -> str:
+    """The lines near the end of a log that report an error, in order."""
+    tail = log_text.splitlines()[-TAIL_LINES:]
+    return "\n".join(line for line in tail if FATAL_LINE.search(line))
+
+
 def classify(returncode: int | None, log_text: str, phase: str) -> str:
-    """The failure class: from the logs when they say, else from how the process ended and when."""
+    """The failure class: from the fatal lines at the end of the log when they say, else from how the process
+    ended and when. ``log_text`` is one log, or the fatal lines of several."""
+    fatal = fatal_lines(log_text)
     for name, pattern in LOG_PATTERNS:
-        if pattern.search(log_text):
+        if pattern.search(fatal):
             return name
     if returncode is not None and returncode in (-signal.SIGKILL, 137):
         return "out-of-memory"  # killed with no word in its logs: the kernel's OOM killer, most often

@@ -3,10 +3,8 @@ fails the cell with its class first and the server's full stdout and stderr atta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -20,6 +18,7 @@ from typing import Any, NoReturn
 import pytest
 
 from ..hardware import Target
+from ..heartbeat import ticking
 from .engines import engine_launch
 from .failures import ServerFailure
 from .loadgen import LoadOutcome, LoadSpec, run_load
@@ -27,7 +26,7 @@ from .metrics import ServingMetrics, Slo, compute_metrics
 from .ports import free_port
 from .secrets import redact, secret_values
 from .selfcheck import SelfCheck, self_check
-from .server import HEARTBEAT_S, RunningServer, ServerSpec, launch
+from .server import RunningServer, ServerSpec, launch
 
 SERVERS_KEY = pytest.StashKey[list[RunningServer]]()
 FAILURES_KEY = pytest.StashKey[list[ServerFailure]]()
@@ -73,7 +72,10 @@ class LlmServerFactory:
     ) -> RunningServer:
         port = port or free_port()
         gpus = 0 if self._target is None or self._target.is_cpu else self._target.count
-        launch_plan = engine_launch(engine, model=model, port=port, gpus=gpus, args=args, argv=argv)
+        try:
+            launch_plan = engine_launch(engine, model=model, port=port, gpus=gpus, args=args, argv=argv)
+        except ValueError as error:
+            fail_cell(f"llm_server: {error}")
         spec = ServerSpec(
             name=name or f"{engine}{len(self.servers) or ''}",
             argv=launch_plan.argv,
@@ -84,12 +86,21 @@ class LlmServerFactory:
             grace_s=grace_s,
         )
         log_dir = log_dir_for(self._request.config, self._request.node.nodeid)
+        launched: list[RunningServer] = []
+
+        def progress() -> str:
+            return f"last log line: {(launched[0].last_line if launched else '') or '(none yet)'}"
+
         try:
-            server = launch(spec, log_dir, self._heartbeat)
-            self.servers.append(server)
-            server.wait_ready()
-            if smoke_request if smoke_request is not None else launch_plan.openai:
-                self._one_token(server, model or "")
+            with ticking(self._request.config, self._request.node.nodeid, f"server {spec.name!r} starting",
+                         progress) as heartbeat:
+                server = launch(spec, log_dir)
+                launched.append(server)
+                self.servers.append(server)
+                server.wait_ready()
+                if smoke_request if smoke_request is not None else launch_plan.openai:
+                    heartbeat.set_phase(f"server {spec.name!r} answering a one-token request")
+                    self._one_token(server, model or "")
         except ServerFailure as failure:
             self._request.node.stash[FAILURES_KEY].append(failure)
             fail_cell(str(failure), self.servers)
@@ -113,11 +124,6 @@ class LlmServerFactory:
             raise server.failure("unhealthy", f"server {server.spec.name!r} answered /health but not a one-token "
                                   f"completion: {detail}", None) from None
         server.times["one_token_request"] = time.monotonic() - started
-
-    def _heartbeat(self, line: str) -> None:
-        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"[gpubench] {self._request.node.nodeid}: {line}")
 
     def teardown(self) -> None:
         """Stop every server. A server that died while the cell ran, or left processes behind, fails it."""
@@ -198,7 +204,9 @@ class LlmLoad:
         url = server.base_url if isinstance(server, RunningServer) else server
         parsed = urllib.parse.urlsplit(url)
         load_spec = LoadSpec(**spec)
-        with self._heartbeat(server if isinstance(server, RunningServer) else None, load_spec):
+        with ticking(self._request.config, self._request.node.nodeid,
+                     f"load of {load_spec.num_requests} requests (+{load_spec.warmup_requests} warm-up) running",
+                     lambda: f"server's last log line: {server.last_line}" if isinstance(server, RunningServer) else ""):
             outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
         metrics = compute_metrics(outcome.results, slo)
         if isinstance(server, RunningServer):
@@ -239,28 +247,6 @@ class LlmLoad:
         self._request.node.stash[LOAD_KEY] = {"finished_requests": metrics.as_dict(), "unsent": outcome.unsent,
                                               "stopped": outcome.stopped}
         fail_cell(f"{message}\n{describe_finished(outcome, metrics)}", self._servers)
-
-    @contextlib.contextmanager
-    def _heartbeat(self, server: RunningServer | None, spec: LoadSpec) -> Iterator[None]:
-        """A line every HEARTBEAT_S while the load runs (warm-up included): a long run never looks like a hang."""
-        stop = threading.Event()
-        started = time.monotonic()
-        reporter = self._request.config.pluginmanager.get_plugin("terminalreporter")
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                last = f"; server's last log line: {server.last_line}" if server is not None and server.last_line else ""
-                if reporter is not None:
-                    reporter.write_line(f"[gpubench] {self._request.node.nodeid}: load of {spec.num_requests} requests "
-                                        f"(+{spec.warmup_requests} warm-up) running, {time.monotonic() - started:.0f} s{last}")
-
-        thread = threading.Thread(target=beat, daemon=True, name="gpubench-load-heartbeat")
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
 
 
 @pytest.fixture

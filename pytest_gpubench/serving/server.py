@@ -10,19 +10,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from .failures import PhaseTimes, ServerFailure, classify, describe_exit
+from .failures import PhaseTimes, ServerFailure, classify, describe_exit, fatal_lines
 from .ports import group_listens_on, process_group_members
 from .secrets import redact, secret_values
 
-HEARTBEAT_S = 10.0
 POLL_S = 0.25
-
-Heartbeat = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -63,10 +60,9 @@ class _LogPump(threading.Thread):
 class RunningServer:
     """A launched server. ``wait_ready`` raises ServerFailure with its class and full logs when it fails."""
 
-    def __init__(self, spec: ServerSpec, log_dir: Path, heartbeat: Heartbeat | None = None) -> None:
+    def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
         self.spec = spec
         self.log_dir = log_dir
-        self.heartbeat = heartbeat
         self.times: dict[str, float] = {}
         self.died: tuple[float, int] | None = None  # (when, returncode) if it exited before stop()
         self._stopping = False
@@ -117,7 +113,6 @@ class RunningServer:
     def wait_ready(self) -> None:
         """Until /health answers 200 from a socket that our own process group holds."""
         start = time.monotonic()
-        next_beat = start + HEARTBEAT_S
         while True:
             returncode = self.process.poll()
             if returncode is not None:
@@ -137,10 +132,6 @@ class RunningServer:
                 self.stop()
                 raise self.failure("startup-timeout", f"server {self.spec.name!r} not ready after "
                                     f"{self.spec.ready_timeout_s:g} s (last /health: {status or 'no answer'})", None)
-            if now >= next_beat and self.heartbeat is not None:
-                next_beat = now + HEARTBEAT_S
-                self.heartbeat(f"server {self.spec.name!r} starting, {now - start:.0f} s, "
-                               f"last log line: {self.last_line or '(none yet)'}")
             time.sleep(POLL_S)
         self.times["startup"] = time.monotonic() - self._launched_at
         self._watchdog = threading.Thread(target=self._watch, daemon=True, name=f"gpubench-watchdog-{self.spec.name}")
@@ -219,11 +210,12 @@ class RunningServer:
     def failure(self, failure_class: str | None, summary: str, returncode: int | None,
                  phase: str = "startup") -> ServerFailure:
         logs = self.logs()
-        chosen = failure_class or classify(returncode, "\n".join(logs.values()), phase)
+        # each log's own end: a crash's last words are at the end of stderr or of stdout, not of both joined
+        chosen = failure_class or classify(returncode, "\n".join(fatal_lines(text) for text in logs.values()), phase)
         return ServerFailure(chosen, redact(summary, self._secrets), (self.stderr_path, self.stdout_path), logs,
                              PhaseTimes(dict(self.times)), redact(self.last_line, self._secrets))
 
 
-def launch(spec: ServerSpec, log_dir: Path, heartbeat: Heartbeat | None = None) -> RunningServer:
-    return RunningServer(spec, log_dir, heartbeat)
+def launch(spec: ServerSpec, log_dir: Path) -> RunningServer:
+    return RunningServer(spec, log_dir)
 

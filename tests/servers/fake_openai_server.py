@@ -4,6 +4,8 @@ port, real logs: only the model is missing.
     python fake_openai_server.py --port N [--stderr-lines N --exit 1] [--oom] [--hang] [--load-delay S]
         [--crash-after S] [--missing-model PATH] [--echo-env NAME] [--child] [--pidfile F] [--reject TEXT]
 
+``--mention-in-passing`` logs, at start, lines that name HF_TOKEN and "out of memory" without anything being
+wrong; ``--fail-with LINE`` dies of a traceback whose last line is LINE (exit code 1).
 ``--reject TEXT`` answers every completion with HTTP 401 and TEXT as the error, as a server refusing a token does.
 """
 
@@ -59,6 +61,8 @@ def main() -> int:
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--pidfile", default=None)
     parser.add_argument("--reject", default=None)
+    parser.add_argument("--mention-in-passing", action="store_true")
+    parser.add_argument("--fail-with", default=None)
     args = parser.parse_args()
 
     pids = [os.getpid()]
@@ -70,6 +74,9 @@ def main() -> int:
     print(f"fake server starting on port {args.port}", flush=True)
     if args.echo_env:
         print(f"using {args.echo_env}={os.environ.get(args.echo_env, '')}", file=sys.stderr, flush=True)
+    if args.mention_in_passing:
+        sys.stderr.write("INFO: HF_TOKEN is not set; only public models can be downloaded\n"
+                         "WARNING: out of memory for a CUDA graph of batch 512 on the first try; retrying with 256\n")
     for number in range(1, args.stderr_lines + 1):
         sys.stderr.write(f"stderr line {number} of {args.stderr_lines}\n")
     if args.oom:
@@ -77,6 +84,10 @@ def main() -> int:
         return 1
     if args.missing_model:
         sys.stderr.write(f"OSError: {args.missing_model} is not a local folder and is not a valid model identifier\n")
+        return 1
+    if args.fail_with:
+        sys.stderr.write(f'Traceback (most recent call last):\n  File "serve.py", line 12, in <module>\n'
+                         f'    load_config(path)\n{args.fail_with}\n')
         return 1
     if args.exit is not None:
         sys.stderr.flush()
