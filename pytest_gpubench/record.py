@@ -145,7 +145,9 @@ def store_in_benchmark_session(benchmark_session: Any, record: CellRecord) -> No
     if not record.totals_s:
         raise ValueError(f"{record.nodeid}: a cell record with no samples")
     options = {"timer": record.timer, "min_rounds": len(record.totals_s), "warmup": False, "disable_gc": False}
-    metadata = Metadata(_RecordAsFixture(record), iterations=record.loops, options=options)
+    # where and how long: the saved run keeps what the cell's host and phases were, whoever stored it
+    stored = record.with_details(host=record.host, phases_s=record.phases_s)
+    metadata = Metadata(_RecordAsFixture(stored), iterations=record.loops, options=options)
     for total in record.totals_s:
         metadata.update(total)
     benchmark_session.benchmarks.append(metadata)
