@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 CACHE_MODES = ("cold", "hot")
 CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "gate", "gate_alpha",
                "summary", "prices", "variants", "commits", "source", "matrix", "rounds", "interleave", "env_dir",
-               "lock_timeout")
+               "lock_timeout", "modal")
 MATRIX_KEYS = ("variants", "commits", "source")  # what a matrix file may hold
 VARIANT_KEYS = ("env", "git", "ref", "path", "subdirectory", "requirements", "patch", "isolated", "baseline")
 

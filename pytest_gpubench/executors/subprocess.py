@@ -120,21 +120,6 @@ class SubprocessExecutor:
                 attach(report, record)
         return reports
 
-    def _argv(self, env: Environment, out: Path, nodeid: str, rounds: int) -> list[str]:
-        config = self.config
-        argv = [str(env.python), "-m", "pytest_gpubench.runner", str(out), "--", "-p", "no:cacheprovider",
-                f"--rootdir={config.rootpath}", f"--gpubench-rounds={rounds}"]
-        if config.inipath is not None:
-            argv.append(f"-c={config.inipath}")
-        for dest, flag in FORWARDED_OPTIONS.items():
-            value = config.getoption(dest)
-            for item in value if isinstance(value, list) else ([] if value is None else [value]):
-                argv.append(f"{flag}={item}")
-        if config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"):
-            argv.append("--benchmark-disable")
-        argv.append(nodeid)
-        return argv
-
     def _run_in_environment(self, item: pytest.Item, env: Environment, rounds: int, cuda_devices: str) -> list[pytest.TestReport]:
         from ..heartbeat import Heartbeat
 
@@ -148,7 +133,7 @@ class SubprocessExecutor:
         child_env["PYTHONUNBUFFERED"] = "1"
         if cuda_devices:
             child_env["CUDA_VISIBLE_DEVICES"] = cuda_devices
-        argv = self._argv(env, out, item.nodeid, rounds)
+        argv = runner_argv(self.config, str(env.python), str(out), item.nodeid, rounds)
         beat = Heartbeat(self.config, item.nodeid, f"running in environment {self.label}")
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"$ {' '.join(argv)}\n")
@@ -164,40 +149,61 @@ class SubprocessExecutor:
                 raise
             finally:
                 beat.close()
-        return self._reports_from(item, out, log_path, process.returncode)
-
-    def _reports_from(self, item: pytest.Item, out: Path, log_path: Path, exit_code: int) -> list[pytest.TestReport]:
         lines = out.read_text().splitlines() if out.is_file() else []
-        reports: list[pytest.TestReport] = []
-        collect_errors: list[str] = []
-        for line in lines:
-            entry: dict[str, Any] = json.loads(line)
-            if entry["kind"] == "report" and entry["data"].get("nodeid") == item.nodeid:
-                report = self.config.hook.pytest_report_from_serializable(config=self.config, data=entry["data"])
-                reports.append(report)
-            elif entry["kind"] == "collect_error":
-                collect_errors.append(f"{entry['nodeid']}: {entry['text']}")
-        log_text = log_path.read_text(errors="replace")
-        log_section = (f"gpubench runner in {self.label} ({log_path})", log_text)
-        if not reports:
-            why = ("it was not collected there: " + "\n".join(collect_errors)) if collect_errors else (
-                f"the runner exited with {exit_code} before it ran (no such test there?)")
-            return failure_reports(item, "setup", f"[not-run-in-environment] {item.nodeid} in {self.label}: {why}\n"
-                                   f"{_tail(log_text)}", [log_section])
-        have = {r.when for r in reports}
-        if "teardown" not in have:
-            setup_ended_it = any(r.when == "setup" and not r.passed for r in reports)
-            died_in = "teardown" if setup_ended_it or "call" in have else "call"
-            message = (f"[runner-crashed] the runner for {self.label} exited with {exit_code} during {died_in}; "
-                       f"its log: {log_path}\n{_tail(log_text)}")
-            return reports + [r for r in failure_reports(item, died_in, message, [log_section]) if r.when not in have]
-        for report in reports:
-            if report.failed:
-                report.sections.append(log_section)
-        return reports
+        return reports_from_runner(self.config, item, lines, log_path, process.returncode, self.label)
 
     def close(self) -> None:
         return None
+
+
+def runner_argv(config: pytest.Config, python: str, out: str, nodeid: str, rounds: int,
+                rootdir: str | None = None, inifile: str | None = None) -> list[str]:
+    """The command that runs one cell in another interpreter: the same cells, ids and sampling options as
+    here (``rootdir``/``inifile`` where the project sits elsewhere, as in a container)."""
+    argv = [python, "-m", "pytest_gpubench.runner", out, "--", "-p", "no:cacheprovider",
+            f"--rootdir={rootdir or config.rootpath}", f"--gpubench-rounds={rounds}"]
+    if inifile or config.inipath is not None:
+        argv.append(f"-c={inifile or config.inipath}")
+    for dest, flag in FORWARDED_OPTIONS.items():
+        value = config.getoption(dest)
+        for item in value if isinstance(value, list) else ([] if value is None else [value]):
+            argv.append(f"{flag}={item}")
+    if config.getoption("benchmark_disable") and not config.getoption("benchmark_enable"):
+        argv.append("--benchmark-disable")
+    argv.append(nodeid)
+    return argv
+
+
+def reports_from_runner(config: pytest.Config, item: pytest.Item, lines: list[str], log_path: Path, exit_code: int,
+                        where: str) -> list[pytest.TestReport]:
+    """The cell's reports from a runner's JSON lines, or reports that say why there are none (not collected
+    there, the runner died) with the runner's whole log attached."""
+    reports: list[pytest.TestReport] = []
+    collect_errors: list[str] = []
+    for line in lines:
+        entry: dict[str, Any] = json.loads(line)
+        if entry["kind"] == "report" and entry["data"].get("nodeid") == item.nodeid:
+            reports.append(config.hook.pytest_report_from_serializable(config=config, data=entry["data"]))
+        elif entry["kind"] == "collect_error":
+            collect_errors.append(f"{entry['nodeid']}: {entry['text']}")
+    log_text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    log_section = (f"gpubench runner in {where} ({log_path})", log_text)
+    if not reports:
+        why = ("it was not collected there: " + "\n".join(collect_errors)) if collect_errors else (
+            f"the runner exited with {exit_code} before it ran (no such test there?)")
+        return failure_reports(item, "setup", f"[not-run-in-environment] {item.nodeid} in {where}: {why}\n"
+                               f"{_tail(log_text)}", [log_section])
+    have = {r.when for r in reports}
+    if "teardown" not in have:
+        setup_ended_it = any(r.when == "setup" and not r.passed for r in reports)
+        died_in = "teardown" if setup_ended_it or "call" in have else "call"
+        message = (f"[runner-crashed] the runner in {where} exited with {exit_code} during {died_in}; "
+                   f"its log: {log_path}\n{_tail(log_text)}")
+        return reports + [r for r in failure_reports(item, died_in, message, [log_section]) if r.when not in have]
+    for report in reports:
+        if report.failed:
+            report.sections.append(log_section)
+    return reports
 
 
 def _last_line(path: Path) -> str:
