@@ -227,3 +227,19 @@ def test_a_signal_mid_cell_terminates_every_sandbox_and_leaves_no_process(
     for pid in (e["pid"] for e in events if e["event"] == "pid"):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
     assert "Traceback" not in output
+
+
+def test_xdist_workers_drive_containers_at_once(pytester: pytest.Pytester,
+                                               standin: Callable[[], list[dict[str, Any]]]) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_cells=CELL)
+    result = pytester.runpytest_subprocess("--gpu=H100", "--modal", "-n", "2", "-p", "no:cacheprovider",
+                                           "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2)
+    events = standin()
+    assert sum(e["event"] == "app-start" for e in events) == 2  # one app per worker process
+    assert len({e["id"] for e in events if e["event"] == "create"}) == 2
+    assert sum(e["event"] == "terminate" for e in events) == 2
+    saved = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    assert len(saved) == 2 and all(b["extra_info"]["gpubench"]["modal"]["cost_usd"] > 0 for b in saved)
+    assert "spent on GPUs this run" in result.stdout.str()  # the controller totals what the workers spent

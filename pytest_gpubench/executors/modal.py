@@ -457,7 +457,7 @@ class ModalExecutor:
         for report in reports:
             record = record_of(report) if report.when == "call" else None
             if record is not None:
-                record = record.with_details(modal={"gpu": gpu, "gpu_seconds": gpu_seconds, "cost_usd": usd,
+                record = record.with_details(modal={"gpu": gpu, "gpu_seconds": gpu_seconds, "cost_usd": usd, "run": self.run_id,
                                                     "sandbox": str(getattr(sandbox, "object_id", ""))})
                 attach(report, replace(record, phases_s={**record.phases_s, "modal_s": elapsed}))
         return reports
