@@ -34,6 +34,11 @@ class ReportWriter:
         self._config_holder.append(config)
 
     @pytest.hookimpl
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        # a runner that dies mid-cell has reported nothing yet: this says the cell was found and started
+        self._write({"kind": "start", "nodeid": nodeid})
+
+    @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         config = self._config_holder[0]
         data = config.hook.pytest_report_to_serializable(config=config, report=report)

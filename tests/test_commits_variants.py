@@ -174,3 +174,40 @@ def test_selection_and_xdist_run_the_same_cells(pytester: pytest.Pytester, proje
     assert sorted(cells) == sorted(f"test_tiny.py::test_work[{name}-{v}-2-cpu]" for v in ("baseline", "human", "agent"))
     versions = {b["extra_info"]["gpubench"]["variant"]: b["extra_info"]["gpubench"]["version"] for b in cells.values()}
     assert versions == {"baseline": "1.0-slow", "human": "2.0-fast", "agent": "1.0-slow+agent"}
+
+
+def test_a_cell_that_cannot_import_or_that_kills_its_runner_says_so(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    package = tmp_path / "brokenpkg"
+    package.mkdir()
+    (package / "setup.py").write_text('from setuptools import setup\nsetup(name="brokenpkg", version="0", py_modules=["brokenpkg"])\n')
+    (package / "brokenpkg.py").write_text("import os\n\ndef crash():\n    os._exit(3)\n")
+    pytester.makepyprojecttoml(f'''
+        [tool.gpubench]
+        gpu = ["cpu"]
+        env_dir = "{tmp_path / 'envs'}"
+        [tool.gpubench.variants.only]
+        path = "{package}"
+    ''')
+    pytester.makepyfile(test_faults="""
+        import os
+        if os.environ.get("GPUBENCH_RUNNER_ENV"):
+            import module_that_is_not_there  # this file does not import in the variant's environment
+
+        def test_never(gpubench):
+            gpubench.record([0.001] * 5)
+    """)
+    not_there = pytester.runpytest("-p", "no:cacheprovider")
+    not_there.assert_outcomes(errors=1)
+    assert "[not-run-in-environment] test_faults.py::test_never[only-cpu] in only: it was not collected there" in \
+        not_there.stdout.str()
+    assert "No module named 'module_that_is_not_there'" in not_there.stdout.str()
+
+    pytester.makepyfile(test_faults="""
+        def test_crash(gpubench):
+            import brokenpkg
+            brokenpkg.crash()
+    """)
+    crashed = pytester.runpytest("-p", "no:cacheprovider")
+    crashed.assert_outcomes(failed=1)
+    assert "[runner-crashed] the runner in only exited with 3 while the cell ran" in crashed.stdout.str()
+    assert "gpubench runner in only" in crashed.stdout.str()  # the runner's whole log is attached

@@ -76,16 +76,15 @@ class SubprocessExecutor:
         if self._build_error is not None:
             raise self._build_error
         if self._environment is None:
-            from ..heartbeat import Heartbeat
+            from ..heartbeat import ticking
 
-            beat = Heartbeat(self.config, cell, f"environment {self.label}")
-            try:
-                self._environment = self.envs.get(self.recipe, log=beat.beat)
-            except EnvBuildError as error:
-                self._build_error = error
-                raise
-            finally:
-                beat.close()
+            last = [""]  # a build step blocks in a subprocess: the ticker reports its latest line
+            with ticking(self.config, cell, f"environment {self.label}", detail=lambda: last[0]):
+                try:
+                    self._environment = self.envs.get(self.recipe, log=lambda line: last.__setitem__(0, line))
+                except EnvBuildError as error:
+                    self._build_error = error
+                    raise
         return self._environment
 
     def run(self, item: pytest.Item, nextitem: pytest.Item | None, rounds: int) -> list[pytest.TestReport]:
@@ -180,14 +179,21 @@ def reports_from_runner(config: pytest.Config, item: pytest.Item, lines: list[st
     there, the runner died) with the runner's whole log attached."""
     reports: list[pytest.TestReport] = []
     collect_errors: list[str] = []
+    started = False
     for line in lines:
         entry: dict[str, Any] = json.loads(line)
-        if entry["kind"] == "report" and entry["data"].get("nodeid") == item.nodeid:
+        if entry["kind"] == "start" and entry["nodeid"] == item.nodeid:
+            started = True
+        elif entry["kind"] == "report" and entry["data"].get("nodeid") == item.nodeid:
             reports.append(config.hook.pytest_report_from_serializable(config=config, data=entry["data"]))
         elif entry["kind"] == "collect_error":
             collect_errors.append(f"{entry['nodeid']}: {entry['text']}")
     log_text = log_path.read_text(errors="replace") if log_path.is_file() else ""
     log_section = (f"gpubench runner in {where} ({log_path})", log_text)
+    if not reports and started:
+        message = (f"[runner-crashed] the runner in {where} exited with {exit_code} while the cell ran; "
+                   f"its log: {log_path}\n{_tail(log_text)}")
+        return failure_reports(item, "call", message, [log_section])
     if not reports:
         why = ("it was not collected there: " + "\n".join(collect_errors)) if collect_errors else (
             f"the runner exited with {exit_code} before it ran (no such test there?)")
