@@ -15,6 +15,7 @@ from .executors.local import auto_workers
 from .fixture import RECORD_KEY, gpubench, gpubench_commit, gpubench_target, gpubench_variant  # noqa: F401 - fixtures are found on the plugin module
 from .hardware import Target, discover_local_inventory, resolve_targets
 from .heartbeat import register_heartbeats
+from .interrupts import register_interrupts
 from .ingest import ingest, note_missing_cells
 from .matrix import (COMMIT_PARAM, TARGET_PARAM, VARIANT_PARAM, Commit, Variant, cell_params, comparison_key,
                      group_siblings, off_commit_target, parametrize_commits, parametrize_variants_and_target)
@@ -54,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SCHEDULER_KEY] = CellScheduler(lambda item: executor_for(item), session.settings.rounds,
                                                 session.settings.interleave)
     register_heartbeats(config)
+    register_interrupts(config)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count

@@ -24,6 +24,7 @@ from .failures import ServerFailure
 from .loadgen import LoadOutcome, LoadSpec, run_load
 from .metrics import ServingMetrics, Slo, compute_metrics
 from .ports import free_port
+from .registry import registry_for
 from .secrets import redact, secret_values
 from .selfcheck import SelfCheck, self_check
 from .server import RunningServer, ServerSpec, launch
@@ -94,7 +95,7 @@ class LlmServerFactory:
         try:
             with ticking(self._request.config, self._request.node.nodeid, f"server {spec.name!r} starting",
                          progress) as heartbeat:
-                server = launch(spec, log_dir)
+                server = launch(spec, log_dir, registry_for(self._request.config))
                 launched.append(server)
                 self.servers.append(server)
                 server.wait_ready()

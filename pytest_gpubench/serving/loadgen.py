@@ -17,7 +17,6 @@ import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import Any
@@ -500,9 +499,11 @@ def run_load(host: str, port: int, prompts: Sequence[Any], spec: LoadSpec) -> Lo
                                  max_concurrency=-(-spec.max_concurrency // spec.processes) if spec.max_concurrency else None)
             shares.append((share_spec, mine, prompts[p :: spec.processes] or prompts))
     start_at = time.perf_counter() + 2.0 + 0.2 * len(shares)  # time for every process to start and connect
-    with ProcessPoolExecutor(len(shares), mp_context=get_context("spawn")) as executor:
-        futures = [executor.submit(_run_share, host, port, list(p), s, start_at, o) for s, o, p in shares]
-        outcomes = [f.result() for f in futures]
+    # a Pool, not a ProcessPoolExecutor: leaving its block terminates the client processes, so an interrupt
+    # (Ctrl-C, SIGTERM) ends the run now instead of after every client has sent its whole share
+    with get_context("spawn").Pool(len(shares)) as pool:
+        pending = [pool.apply_async(_run_share, (host, port, list(p), s, start_at, o)) for s, o, p in shares]
+        outcomes = [result.get() for result in pending]
     results = tuple(r for o in outcomes for r in o.results)
     sends = sorted(r.sent_at for r in results)
     return LoadOutcome(results, tuple(lag for o in outcomes for lag in o.loop_lag_s), spec.request_rate,

@@ -17,6 +17,7 @@ from typing import IO
 
 from .failures import PhaseTimes, ServerFailure, classify, describe_exit, fatal_lines
 from .ports import group_listens_on, process_group_members
+from .registry import ServerRegistry
 from .secrets import redact, secret_values
 
 POLL_S = 0.25
@@ -60,9 +61,10 @@ class _LogPump(threading.Thread):
 class RunningServer:
     """A launched server. ``wait_ready`` raises ServerFailure with its class and full logs when it fails."""
 
-    def __init__(self, spec: ServerSpec, log_dir: Path) -> None:
+    def __init__(self, spec: ServerSpec, log_dir: Path, registry: ServerRegistry | None = None) -> None:
         self.spec = spec
         self.log_dir = log_dir
+        self._registry = registry if registry is not None else ServerRegistry.for_user()
         self.times: dict[str, float] = {}
         self.died: tuple[float, int] | None = None  # (when, returncode) if it exited before stop()
         self._stopping = False
@@ -84,6 +86,8 @@ class RunningServer:
             self.stdout_path.write_text("")
             raise self.failure("engine-not-installed", f"could not launch {spec.argv[0]!r}: {error}", None) from None
         self.pgid = self.process.pid
+        # on disk before anything can go wrong: a run killed with SIGKILL leaves this for the next run to stop
+        self._registry.add(self.pgid, spec.name)
         assert self.process.stdout is not None and self.process.stderr is not None
         self._pumps = (_LogPump(self.process.stdout, self.stdout_path, self._secrets),
                        _LogPump(self.process.stderr, self.stderr_path, self._secrets))
@@ -195,7 +199,10 @@ class RunningServer:
         self.process.poll()
         self._drain()
         self.times["shutdown"] = time.monotonic() - started
-        return sorted(process_group_members(self.pgid))
+        leftover = sorted(process_group_members(self.pgid))
+        if not leftover:  # one that outlived SIGKILL stays registered: the next run tries again
+            self._registry.remove(self.pgid)
+        return leftover
 
     def _drain(self) -> None:
         for pump in self._pumps:
@@ -216,6 +223,6 @@ class RunningServer:
                              PhaseTimes(dict(self.times)), redact(self.last_line, self._secrets))
 
 
-def launch(spec: ServerSpec, log_dir: Path) -> RunningServer:
-    return RunningServer(spec, log_dir)
+def launch(spec: ServerSpec, log_dir: Path, registry: ServerRegistry | None = None) -> RunningServer:
+    return RunningServer(spec, log_dir, registry)
 

@@ -6,6 +6,7 @@ port, real logs: only the model is missing.
 
 ``--mention-in-passing`` logs, at start, lines that name HF_TOKEN and "out of memory" without anything being
 wrong; ``--fail-with LINE`` dies of a traceback whose last line is LINE (exit code 1).
+``--ignore-term FILE`` ignores SIGTERM, as a server busy freeing GPU memory may, and writes FILE when one comes.
 ``--reject TEXT`` answers every completion with HTTP 401 and TEXT as the error, as a server refusing a token does.
 """
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,8 +66,14 @@ def main() -> int:
     parser.add_argument("--reject", default=None)
     parser.add_argument("--mention-in-passing", action="store_true")
     parser.add_argument("--fail-with", default=None)
+    parser.add_argument("--ignore-term", default=None)
     args = parser.parse_args()
 
+    if args.ignore_term:
+        def note_term(signum: int, frame: object) -> None:
+            sys.stderr.write("SIGTERM received; still busy, ignoring it\n")
+            Path(args.ignore_term).write_text("SIGTERM")
+        signal.signal(signal.SIGTERM, note_term)
     pids = [os.getpid()]
     if args.child:
         pids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]).pid)
