@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -34,7 +34,7 @@ def merge_round_reports(rounds: Sequence[Sequence[pytest.TestReport]],
     chosen_index = next((i for i, reports in enumerate(rounds) if any(not r.passed and not r.skipped for r in reports)),
                         len(rounds) - 1)
     chosen = list(rounds[chosen_index])
-    records = []
+    records: list[CellRecord] = []
     phases: dict[str, float] = dict(extra_phases or {})
     for reports in rounds:
         for key, value in phase_times(reports).items():
@@ -55,14 +55,15 @@ def _with_phases(record: CellRecord, phases: dict[str, float]) -> CellRecord:
     return replace(record, phases_s={**record.phases_s, **phases})
 
 
-def failure_reports(item: pytest.Item, when: str, message: str, sections: Sequence[tuple[str, str]] = (),
+def failure_reports(item: pytest.Item, when: Literal["setup", "call", "teardown"], message: str, sections: Sequence[tuple[str, str]] = (),
                     duration: float = 0.0) -> list[pytest.TestReport]:
     """Reports for a cell that failed at ``when`` ('setup', 'call' or 'teardown') outside pytest's own
     protocol, shaped as pytest shapes them (no call after a failed setup): ``message`` is what a user
     reads first; ``sections`` hold the full logs."""
     common: dict[str, Any] = dict(nodeid=item.nodeid, location=item.location,
                                   keywords={k: 1 for k in item.keywords}, user_properties=list(item.user_properties))
-    phases = ("setup", "teardown") if when == "setup" else ("setup", "call", "teardown")
+    phases: tuple[Literal["setup", "call", "teardown"], ...] = (
+        ("setup", "teardown") if when == "setup" else ("setup", "call", "teardown"))
     reports = []
     for phase in phases:
         failed = phase == when

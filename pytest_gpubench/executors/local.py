@@ -103,7 +103,7 @@ def hold_gpus(gpus: Sequence[LocalGpu], holder: str = "", config: pytest.Config 
     try:
         for gpu in ordered:
             name = gpu.uuid or str(gpu.index)
-            handle = open(lock_dir() / f"{name}.lock", "a+")  # noqa: SIM115 - held past this loop
+            handle: IO[str] = open(lock_dir() / f"{name}.lock", "a+")  # noqa: SIM115 - held past this loop
             handles.append(handle)
             if not _try_lock(handle):
                 _wait_for_lock(handle, name, holder, config, timeout_s, start)

@@ -59,10 +59,6 @@ RUN_TAG = "gpubench-run"
 MODEL_MARKER = "gpubench_model"
 
 
-class ModalUnavailable(pytest.UsageError):
-    """--modal cannot work here: no SDK, no credentials."""
-
-
 @dataclass(frozen=True)
 class ModalSettings:
     app_name: str = "pytest-gpubench"
@@ -136,9 +132,9 @@ def check_credentials() -> None:
     try:
         import modal.config
     except ImportError:
-        raise ModalUnavailable("--modal needs the Modal SDK: pip install 'pytest-gpubench[modal]'") from None
+        raise pytest.UsageError("--modal needs the Modal SDK: pip install 'pytest-gpubench[modal]'") from None
     if not (modal.config.config.get("token_id") and modal.config.config.get("token_secret")):
-        raise ModalUnavailable("--modal: no Modal credentials found; run `modal token new` (or set MODAL_TOKEN_ID "
+        raise pytest.UsageError("--modal: no Modal credentials found; run `modal token new` (or set MODAL_TOKEN_ID "
                                "and MODAL_TOKEN_SECRET)")
 
 
@@ -411,8 +407,8 @@ class ModalExecutor:
         refusal = memory_refusal(model, target) if (model := model_of(item)) else None
         if refusal is not None:  # before any GPU starts
             return failure_reports(item, "setup", refusal)
-        last_error: Exception | None = None
-        retryable = (ConnectionError, TimeoutError, *_infra_errors())
+        last_error: BaseException | None = None
+        retryable: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, *_infra_errors())
         for attempt in range(1 + INFRA_RETRIES):
             try:
                 return self._run_once(item, target, gpu, rounds)
@@ -482,7 +478,7 @@ GATED_SIGNS = ("401", "403", "gated", "restricted", "token", "access to model")
 def prefetch_weights(executor: ModalExecutor, models: Iterable[str]) -> list[str]:
     """Download each model into the Volume from a CPU sandbox before any GPU starts. Returns one refusal
     line per model that cannot be had (gated with no token, not found), naming the fix."""
-    refusals = []
+    refusals: list[str] = []
     wanted = sorted(set(models))
     if not wanted:
         return refusals

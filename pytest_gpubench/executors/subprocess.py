@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -202,7 +202,7 @@ def reports_from_runner(config: pytest.Config, item: pytest.Item, lines: list[st
     have = {r.when for r in reports}
     if "teardown" not in have:
         setup_ended_it = any(r.when == "setup" and not r.passed for r in reports)
-        died_in = "teardown" if setup_ended_it or "call" in have else "call"
+        died_in: Literal["call", "teardown"] = "teardown" if setup_ended_it or "call" in have else "call"
         message = (f"[runner-crashed] the runner in {where} exited with {exit_code} during {died_in}; "
                    f"its log: {log_path}\n{_tail(log_text)}")
         return reports + [r for r in failure_reports(item, died_in, message, [log_section]) if r.when not in have]
