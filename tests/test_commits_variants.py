@@ -57,15 +57,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "slow")
     (repo / "tinypkg.py").write_text(AGENT)
-    agent_patch = root / "agent.diff"
-    agent_patch.write_text(git(repo, "diff") + "\n")
+    agent_diff = git(repo, "diff") + "\n"
     git(repo, "checkout", "-q", "--", "tinypkg.py")
     (repo / "tinypkg.py").write_text(FAST)
     git(repo, "commit", "-q", "-am", "fast")
+    human = git(repo, "rev-parse", "HEAD")
+    (repo / "patches").mkdir()  # the third commit: the candidate patch, made against the slow commit
+    agent_patch = repo / "patches" / "agent.diff"
+    agent_patch.write_text(agent_diff)
+    git(repo, "add", "patches")
+    git(repo, "commit", "-q", "-m", "agent patch for the slow commit")
     broken_patch = root / "broken.diff"
-    broken_patch.write_text(agent_patch.read_text().replace("seconds * 2.0", "seconds * 9.0"))
-    return {"repo": repo, "sha": git(repo, "rev-parse", "HEAD"), "agent": agent_patch, "broken": broken_patch,
-            "envs": root / "envs"}
+    broken_patch.write_text(agent_diff.replace("seconds * 2.0", "seconds * 9.0"))
+    return {"repo": repo, "sha": human, "agent": agent_patch, "broken": broken_patch, "envs": root / "envs"}
 
 
 def declare(pytester: pytest.Pytester, project: dict[str, object], broken_commit: bool = False) -> str:
@@ -109,6 +113,9 @@ def test_ids_list_commit_variant_params_gpu(pytester: pytest.Pytester, project: 
     assert [line for line in selected.stdout.lines if line.startswith("test_tiny.py::")] == [
         f"test_tiny.py::test_work[{name}-agent-2-cpu]", "test_tiny.py::test_work[broken-agent-2-cpu]"
     ]
+    one_commit = pytester.runpytest(*FAST_OPTIONS, "--gpubench-commit", name, "-v")
+    one_commit.assert_outcomes(passed=3)
+    assert "broken" not in one_commit.stdout.str()
     unknown = pytester.runpytest("--collect-only", "--gpubench-commit", "nope")
     assert unknown.ret == pytest.ExitCode.USAGE_ERROR
     assert unknown.stderr.lines[0].startswith("ERROR: --gpubench-commit nope: no commit named 'nope'; declared: ")
