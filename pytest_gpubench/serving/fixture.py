@@ -230,7 +230,6 @@ class LlmLoad:
             )
         return ServingReport(metrics, check, outcome)
 
-
     @property
     def _servers(self) -> list[RunningServer]:
         return list(self._request.node.stash.get(SERVERS_KEY, []))
@@ -239,10 +238,10 @@ class LlmLoad:
         try:
             server.check_alive(wait_s)
         except ServerFailure as failure:
-            self._request.node.stash[FAILURES_KEY].append(failure)
+            self._request.node.stash.setdefault(FAILURES_KEY, []).append(failure)
             self._fail(str(failure), outcome, metrics)
 
-    def _fail(self, message: str, outcome: LoadOutcome, metrics: ServingMetrics) -> None:
+    def _fail(self, message: str, outcome: LoadOutcome, metrics: ServingMetrics) -> NoReturn:
         """Fail the cell with what the requests that finished measured: the line says it, the report holds
         every metric. They are not recorded as the cell's result: a load cut short must not become a baseline."""
         self._request.node.stash[LOAD_KEY] = {"finished_requests": metrics.as_dict(), "unsent": outcome.unsent,
