@@ -91,7 +91,7 @@ def test_twenty_percent_slower_cell_fails_as_a_test_with_old_new_and_p_value(
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_suite.py::test_changes[[]cpu[]] - gpubench gate*"])
     line = next(x for x in result.stdout.lines if x.startswith("gpubench gate: test_suite.py::test_changes[cpu]"))
-    assert "median 1.00" in line and "-> 1.2" in line and "Mann-Whitney p=" in line and "threshold 5.00%" in line
+    assert "median 1 ms -> 1.2 ms (+20.00%)" in line and "Mann-Whitney p=" in line and "threshold 5.00%" in line
     junit = (baseline.path / "junit.xml").read_text()
     assert 'name="test_changes[cpu]"' in junit and "regressed: median" in junit
     summary = (baseline.path / "gpubench-summary.md").read_text()
