@@ -157,6 +157,8 @@ class GpuBench:
             "warmup_calls": measurement.warmup_calls,
             "warmup_s": measurement.warmup_s,
             "stop_reason": measurement.stop_reason,
+            "stdrel_target": self.policy.stdrel,
+            "min_samples": self.policy.min_samples,
             "stdrel": summary.stdrel if math.isfinite(summary.stdrel) else None,  # JSON has no Infinity
             "p90": summary.p90,
             "p95": summary.p95,

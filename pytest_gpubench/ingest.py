@@ -28,6 +28,8 @@ def fail_report(report: pytest.TestReport, message: str) -> None:
 
 
 def ingest(session: GpubenchSession, report: pytest.TestReport) -> None:
+    if report.when == "setup" and is_cell(report):
+        session.cells_seen += 1
     if report.when == "call":
         try:
             record = record_of(report)
@@ -89,6 +91,14 @@ def note_failed_cell(session: GpubenchSession, nodeid: str) -> None:
     had_it = baseline is not None and nodeid in baseline.benchmarks
     note = f"new failure: {baseline.label} has this cell" if had_it and baseline else "failed; not in the baseline"
     session.verdicts[nodeid] = Verdict(nodeid, "failed", baseline=baseline.label if baseline else None, note=note)
+
+
+def nothing_measured(session: GpubenchSession) -> str | None:
+    """One line when cells ran (or were skipped) but none was measured, e.g. every target skipped on a host
+    without the GPU: under the gate that must not read as a pass."""
+    if session.cells_seen and not session.records:
+        return f"gpubench: 0 of {session.cells_seen} cells measured (each was skipped or failed)"
+    return None
 
 
 def note_missing_cells(session: GpubenchSession) -> None:

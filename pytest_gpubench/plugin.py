@@ -16,7 +16,7 @@ from .fixture import RECORD_KEY, gpubench, gpubench_commit, gpubench_target, gpu
 from .hardware import Target, discover_local_inventory, resolve_targets
 from .heartbeat import register_heartbeats
 from .interrupts import register_interrupts
-from .ingest import ingest, note_missing_cells
+from .ingest import ingest, note_missing_cells, nothing_measured
 from .matrix import (COMMIT_PARAM, TARGET_PARAM, VARIANT_PARAM, Commit, Variant, cell_params, comparison_key,
                      group_siblings, off_commit_target, parametrize_commits, parametrize_variants_and_target)
 from .record import CellResult, tidy_saved_json
@@ -231,6 +231,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not state.is_consumer:
         return
     gate = state.settings.gate
+    if gate is not None and nothing_measured(state) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a gate that judged nothing has not passed
     if gate is not None:
         note_missing_cells(state)
         state.summary_written_to = write_gate_summary(state, gate, session.config)
@@ -249,6 +251,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("gpubench: speed-ups over baseline", sep="-")
         for line in speedups:
             terminalreporter.write_line(line)
+    if (empty := nothing_measured(state)) is not None:
+        terminalreporter.write_line(empty + ("; the gate fails the run" if state.settings.gate else ""),
+                                    yellow=True, bold=True)
     if state.settings.gate is not None:
         terminalreporter.section("gpubench gate", sep="-")
         for line in gate_lines(state.verdicts.values()):

@@ -9,6 +9,7 @@ else, so a run measured in one process, under ``-n`` or in other environments en
 
 from __future__ import annotations
 
+import math
 import platform
 import socket
 from collections.abc import Mapping, Sequence
@@ -137,6 +138,34 @@ class _RecordAsFixture:
         self.extra_info = dict(record.extra_info)
 
 
+def honesty_flags(record: CellRecord) -> list[str]:
+    """What a reader must know before trusting a cell's figure: it stopped noisier than the stdrel target
+    (on the time cap), or with fewer samples than the minimum. Empty when neither."""
+    details = record.details
+    flags = []
+    summary = Summary.of(record.samples_s)
+    target = details.get("stdrel_target")
+    if target is not None and not (summary.stdrel <= target):  # inf (one sample) is noisy too
+        shown = "n/a" if not math.isfinite(summary.stdrel) else f"{summary.stdrel:.2%}"
+        flags.append(f"noisy: stdrel {shown} above the {target:.2%} target")
+    minimum = details.get("min_samples")
+    if minimum is not None and summary.count < minimum:
+        flags.append(f"few samples: {summary.count} < {minimum}")
+    return flags
+
+
+def strict_json(value: Any) -> Any:
+    """The same data with every non-finite float (Infinity, NaN) as null: JSON has no such numbers, and
+    strict readers (JavaScript's JSON.parse) reject a file that holds one."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def store_in_benchmark_session(benchmark_session: Any, record: CellRecord) -> None:
     """Append a cell to pytest-benchmark's session as if its own fixture had measured it: Metadata divides
     each total by ``loops`` exactly as ``benchmark.pedantic`` does, and ``stats.data`` are the raw samples."""
@@ -146,7 +175,8 @@ def store_in_benchmark_session(benchmark_session: Any, record: CellRecord) -> No
         raise ValueError(f"{record.nodeid}: a cell record with no samples")
     options = {"timer": record.timer, "min_rounds": len(record.totals_s), "warmup": False, "disable_gc": False}
     # where and how long: the saved run keeps what the cell's host and phases were, whoever stored it
-    stored = record.with_details(host=record.host, phases_s=record.phases_s)
+    stored = record.with_details(host=record.host, phases_s=record.phases_s, flags=honesty_flags(record))
+    stored = replace(stored, extra_info=strict_json(stored.extra_info))
     metadata = Metadata(_RecordAsFixture(stored), iterations=record.loops, options=options)
     for total in record.totals_s:
         metadata.update(total)
@@ -203,3 +233,14 @@ class CellResult:
     @property
     def metrics(self) -> dict[str, float]:
         return dict(self.record.details.get("metrics", {}))
+
+    @cached_property
+    def flags(self) -> list[str]:
+        return honesty_flags(self.record)
+
+    @property
+    def work(self) -> str:
+        """What one call does, as declared: cells whose work differs (a CPU matmul's size by dtype) say so."""
+        work = self.record.details.get("work", {})
+        return " ".join(f"{key}={value:.3g}" for key, value in work.items()
+                        if key in ("flops", "bytes", "items", "tokens") and isinstance(value, (int, float)))

@@ -65,6 +65,7 @@ class GpubenchSession:
             if reason is not None:
                 self.skip_reasons[target] = reason
         self.records: list[CellRecord] = []
+        self.cells_seen = 0  # cells reported (run or skipped), so a run that measured none can say so
         self.verdicts: dict[str, Verdict] = {}
         self.summary_written_to: str | None = None
 

@@ -32,23 +32,30 @@ def _rate(value: float) -> str:
 
 def summary_lines(results: Sequence[CellResult]) -> list[str]:
     used = [(key, title) for key, title in RATE_COLUMNS if any(key in r.metrics for r in results)]
-    header = ["cell", "median", "stdrel", "samples", "timer", *(title for _, title in used), "stopped because"]
+    show_work = len({r.work for r in results}) > 1  # only where cells do different amounts of work
+    header = ["cell", "median", "stdrel", "samples", "timer", *(["work"] if show_work else []),
+              *(title for _, title in used), "stopped because"]
     rows = []
     for r in results:
         rows.append(
             [
-                r.nodeid.split("::", 1)[-1],
+                ("! " if r.flags else "") + r.nodeid.split("::", 1)[-1],
                 format_seconds(r.summary.median),
                 f"{r.summary.stdrel:.2%}" if r.summary.stdrel != float("inf") else "n/a",
                 str(r.summary.count if r.loops == 1 else f"{r.summary.count}x{r.loops}"),
                 f"{r.timer}/{r.cache}",
+                *([r.work or "-"] if show_work else []),
                 *(_rate(r.metrics[key]) if key in r.metrics else "-" for key, _ in used),
-                r.stop_reason,
+                "; ".join([r.stop_reason, *r.flags]),
             ]
         )
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    flagged = sum(bool(r.flags) for r in results)
+    if flagged:
+        lines.append(f"! {flagged} cell{'s' if flagged != 1 else ''} stopped noisier than the stdrel target or with "
+                     "fewer samples than the minimum: read their figures with care (--gpubench-max-time gives them longer)")
     return lines
 
 

@@ -1,0 +1,51 @@
+"""Honest numbers in every output: flagged noisy or thin cells, strict JSON, and a run that measured
+nothing saying so (and failing under the gate)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FAST = ["--gpu=cpu", "--gpubench-max-time=0.3", "--gpubench-min-time=0.05", "--gpubench-warmup=0.01",
+        "-p", "no:cacheprovider"]
+
+
+def test_noisy_and_thin_cells_are_flagged_in_the_table_and_the_json(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cells="""
+        def test_thin(gpubench):
+            gpubench.record([0.010, 0.030, 0.001, 0.050])  # 4 samples, wildly spread: a serving cell's TTFTs
+
+        def test_steady(gpubench):
+            gpubench.record([0.001] * 20, metrics={"client_target_rate": float("inf")})
+    """)
+    result = pytester.runpytest(*FAST, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2)
+    text = result.stdout.str()
+    thin_row = next(line for line in result.stdout.lines if "test_thin[cpu]" in line and "ms" in line)
+    assert thin_row.startswith("! test_thin[cpu]")
+    assert "noisy: stdrel" in thin_row and "above the 0.50% target" in thin_row and "few samples: 4 < 10" in thin_row
+    steady_row = next(line for line in result.stdout.lines if "test_steady[cpu]" in line and "ms" in line)
+    assert not steady_row.startswith("!")
+    assert "! 1 cell stopped noisier than the stdrel target or with fewer samples than the minimum" in text
+    raw = (pytester.path / "out.json").read_text()
+    assert "Infinity" not in raw and "NaN" not in raw
+    document = json.loads(raw, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    by_name = {b["name"]: b["extra_info"]["gpubench"] for b in document["benchmarks"]}
+    assert by_name["test_thin[cpu]"]["flags"][1] == "few samples: 4 < 10"
+    assert by_name["test_steady[cpu]"]["flags"] == []
+    assert by_name["test_steady[cpu]"]["metrics"]["client_target_rate"] is None
+
+
+def test_a_run_that_measured_nothing_says_so_and_fails_under_the_gate(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cells="def test_one(gpubench):\n    gpubench.record([0.001] * 10)\n")
+    pytester.runpytest(*FAST, "--benchmark-autosave").assert_outcomes(passed=1)
+    # on a host without the GPU every cell of an H200 target is skipped
+    plain = pytester.runpytest("--gpu=H200", "-p", "no:cacheprovider")
+    plain.assert_outcomes(skipped=1)
+    assert plain.ret == pytest.ExitCode.OK
+    assert "gpubench: 0 of 1 cells measured (each was skipped or failed)" in plain.stdout.lines
+    gated = pytester.runpytest("--gpu=H200", "-p", "no:cacheprovider", "--benchmark-compare", "--gpubench-gate=5%")
+    gated.assert_outcomes(skipped=1)
+    assert gated.ret == pytest.ExitCode.TESTS_FAILED
+    assert "gpubench: 0 of 1 cells measured (each was skipped or failed); the gate fails the run" in gated.stdout.lines
