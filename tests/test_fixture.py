@@ -94,10 +94,11 @@ def test_terminal_summary_lists_the_cell(pytester: pytest.Pytester) -> None:
     body = [line for line in lines[section + 1 :] if line.strip()]
     header, first, second = body[:3]
     assert header.split() == ["cell", "median", "stdrel", "samples", "timer", "items/s", "stopped", "because"]
-    assert first.split()[:6] == ["test_r[1-cpu]", "1.1", "ms", "14.09%", "5", "external/n/a"]
-    assert first.split()[6] == "9.091e+05"  # 1000 items in 1.1 ms
-    assert first.endswith("5 samples recorded")
-    assert second.split()[:3] == ["test_r[2-cpu]", "2.2", "ms"]
+    # five samples 14 % apart are flagged, in the row and in a closing line
+    assert first.split()[:7] == ["!", "test_r[1-cpu]", "1.1", "ms", "14.09%", "5", "external/n/a"]
+    assert first.split()[7] == "9.091e+05"  # 1000 items in 1.1 ms
+    assert first.endswith("5 samples recorded; noisy: stdrel 14.09% above the 0.50% target; few samples: 5 < 10")
+    assert second.split()[:4] == ["!", "test_r[2-cpu]", "2.2", "ms"]
 
 
 def test_no_summary_section_without_gpubench_cells(pytester: pytest.Pytester) -> None:
