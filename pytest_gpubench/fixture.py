@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -170,6 +171,8 @@ class GpuBench:
             details["usd_per_hour"] = self.target.price_per_hour
         node = self._request.node
         details.update(comparison_details(node))
+        if self.target.is_cpu:
+            details["cpu_cores"] = sorted(os.sched_getaffinity(0))
         lease = node.stash.get(LEASE_KEY, None)
         if lease is not None and lease.uuids:
             details["gpu_uuids"] = list(lease.uuids)

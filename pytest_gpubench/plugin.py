@@ -11,7 +11,7 @@ import pytest
 from . import hookspecs, options
 from .baseline import BaselineError
 from .executors import Executor, ExecutorChoice
-from .executors.local import auto_workers
+from .executors.local import auto_workers, cores_shared_warning
 from .fixture import RECORD_KEY, gpubench, gpubench_commit, gpubench_target, gpubench_variant  # noqa: F401 - fixtures are found on the plugin module
 from .hardware import Target, discover_local_inventory, resolve_targets
 from .heartbeat import register_heartbeats
@@ -205,6 +205,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if matrix.commits or matrix.has_environments:
         commits = f"{len(matrix.commits)} commit(s), " if matrix.commits else ""
         lines.append(f"gpubench: {commits}variant environments in {session.envs.root}")
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers > 1 and any(t.is_cpu for t in session.targets):
+        warning = cores_shared_warning(workers, len(os.sched_getaffinity(0)))
+        if warning is not None:
+            lines.append(warning)
     if session.settings.rounds > 1:
         lines.append(f"gpubench: {session.settings.rounds} rounds a cell"
                      + (", interleaved across variants" if session.settings.interleave else ", back to back"))

@@ -4,6 +4,7 @@ silently, every baseline case with an explicit outcome, and GPUs that no two wor
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,27 @@ def test_n_auto_starts_one_worker_per_gpu_slot(pytester: pytest.Pytester, host_w
     two_gpus = pytester.runpytest_subprocess("--gpu=H200:2", "-n", "auto", "-p", "no:cacheprovider")
     two_gpus.assert_outcomes(passed=4)
     two_gpus.stdout.fnmatch_lines(["*created: 1/1 worker*"])
+
+
+def test_cpu_cells_of_each_worker_keep_to_their_own_cores(pytester: pytest.Pytester) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 CPU cores")
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(*PARALLEL, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=4)
+    benchmarks = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    by_core_set = {tuple(b["extra_info"]["gpubench"]["cpu_cores"]) for b in benchmarks}
+    assert len(by_core_set) == 2, by_core_set  # two workers, each on its own share
+    first, second = by_core_set
+    assert not set(first) & set(second) and len(first) == len(second) == len(cores) // 2
+    assert "share cores" not in result.stdout.str()
+
+
+def test_more_workers_than_cores_is_said_in_one_line(pytester: pytest.Pytester) -> None:
+    cores = len(os.sched_getaffinity(0))
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess(*FAST, "-n", str(cores + 1))
+    result.assert_outcomes(passed=4)
+    assert (f"gpubench: -n {cores + 1} on {cores} CPU cores: the workers' CPU cells share cores and slow each other "
+            f"down; use -n {cores} or fewer for CPU figures") in result.stdout.lines

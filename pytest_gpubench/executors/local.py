@@ -61,6 +61,23 @@ def visible_devices(slot: Sequence[LocalGpu]) -> str:
     return ",".join(gpu.uuid or str(gpu.index) for gpu in slot)
 
 
+def plan_cores(cores: Sequence[int], worker_index: int, workers: int) -> tuple[int, ...]:
+    """Worker ``worker_index``'s own CPU cores: an equal share of ``cores``, disjoint from the others'.
+    Empty when there are fewer cores than workers (they must share, and are told so)."""
+    ordered = sorted(cores)
+    share = len(ordered) // workers if workers else 0
+    if share == 0:
+        return ()
+    return tuple(ordered[worker_index * share:(worker_index + 1) * share])
+
+
+def cores_shared_warning(workers: int, cores: int) -> str | None:
+    if workers > cores:
+        return (f"gpubench: -n {workers} on {cores} CPU core{'s' if cores != 1 else ''}: the workers' CPU cells share "
+                f"cores and slow each other down; use -n {cores} or fewer for CPU figures")
+    return None
+
+
 def auto_workers(targets: Sequence[Target], gpus_on_host: int) -> int | None:
     """``-n auto`` with GPU targets: one worker per slot of the smallest GPU count asked for."""
     counts = [t.count for t in targets if not t.is_cpu and t.count <= gpus_on_host]
@@ -166,6 +183,16 @@ class LocalExecutor:
         CUDA; any other process runs on every GPU."""
         slot = inventory.gpus
         in_worker = config is not None and hasattr(config, "workerinput")
+        if in_worker and any(t.is_cpu for t in targets):
+            # CPU cells of two workers on one core time each other: each worker keeps to its own cores, and
+            # its BLAS and OpenMP pools to as many threads (set before anything imports them)
+            workerinput = config.workerinput  # type: ignore[union-attr]
+            index = int(str(workerinput["workerid"]).removeprefix("gw"))
+            cores = plan_cores(sorted(os.sched_getaffinity(0)), index, int(workerinput["workercount"]))
+            if cores:
+                os.sched_setaffinity(0, cores)
+                for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                    os.environ.setdefault(name, str(len(cores)))
         if in_worker and inventory.gpus:
             worker_index = int(str(config.workerinput["workerid"]).removeprefix("gw"))  # type: ignore[union-attr]
             size = slot_size_for(targets, len(inventory.gpus))
