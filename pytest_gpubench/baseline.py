@@ -18,10 +18,20 @@ class BaselineError(ValueError):
 
 
 @dataclass(frozen=True)
+class SavedRun:
+    label: str
+    benchmarks: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Baseline:
+    """The run ``--benchmark-compare`` chose, and the runs saved before it on the same machine (newest
+    first): the gate judges a cell against all of them, so drift between runs is not taken for a change."""
+
     label: str
     machine_info: dict[str, Any]
     benchmarks: dict[str, dict[str, Any]]
+    earlier: tuple[SavedRun, ...] = ()
 
 
 def shape_error(document: object) -> str | None:
@@ -70,10 +80,19 @@ def _storage_files(benchmark_session: Any) -> list[Path]:
         return []
 
 
-def load_baseline(benchmark_session: Any) -> Baseline | None:
-    """The newest run pytest-benchmark chose for ``--benchmark-compare``; None when storage holds none.
+def _same_machine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def key(info: dict[str, Any]) -> tuple[object, object]:
+        return ((info.get("gpu") or {}).get("name"), (info.get("cpu") or {}).get("brand_raw"))
 
-    Raises BaselineError when the run it should have chosen is unreadable or of the wrong shape."""
+    return key(a) == key(b)
+
+
+def load_baseline(benchmark_session: Any, runs: int = 1) -> Baseline | None:
+    """The newest run pytest-benchmark chose for ``--benchmark-compare``, with up to ``runs - 1`` runs saved
+    before it on the same machine; None when storage holds none.
+
+    Raises BaselineError when the run it should have chosen is unreadable or of the wrong shape; an earlier
+    run that is unreadable is left out."""
     files = _storage_files(benchmark_session)
     if getattr(benchmark_session, "compare", None) is True and files:
         files = files[-1:]  # pytest-benchmark compares against the newest run only
@@ -87,4 +106,23 @@ def load_baseline(benchmark_session: Any) -> Baseline | None:
     file = Path(path) if Path(path).is_absolute() or storage_path is None else Path(storage_path) / path
     # a storage that is not files (elasticsearch): the hardware check has nothing to go on
     machine_info = read_run(file).get("machine_info", {}) if file.is_file() else {}
-    return Baseline(Path(path).name, machine_info, dict(benchmarks))
+    earlier: list[SavedRun] = []
+    if runs > 1 and getattr(benchmark_session, "compare", None) is True and file.is_file():
+        for older in reversed([f for f in _all_runs(benchmark_session) if f.name < file.name]):
+            if len(earlier) == runs - 1:
+                break
+            try:
+                document = read_run(older)
+            except BaselineError:
+                continue
+            if _same_machine(document.get("machine_info", {}), machine_info):
+                earlier.append(SavedRun(older.name, {b["fullname"]: b for b in document["benchmarks"]}))
+    return Baseline(Path(path).name, machine_info, dict(benchmarks), tuple(earlier))
+
+
+def _all_runs(benchmark_session: Any) -> list[Path]:
+    query = getattr(getattr(benchmark_session, "storage", None), "query", None)
+    try:
+        return sorted(Path(p) for p in query()) if query is not None else []
+    except Exception:  # noqa: BLE001 - pytest-benchmark already reported what it could not query
+        return []

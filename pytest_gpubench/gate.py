@@ -56,6 +56,7 @@ def mann_whitney_greater(new: Sequence[float], old: Sequence[float]) -> float:
 class GatePolicy:
     threshold: float  # fraction: 0.05 is "5 % slower"
     alpha: float = 0.01
+    runs: int = 3  # saved runs a cell is judged against: the newest and those before it
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Verdict:
     p_value: float | None = None
     baseline: str | None = None
     note: str = ""
+    test: str = "Mann-Whitney"  # the significance test p_value comes from
 
     @property
     def change(self) -> float | None:
@@ -82,22 +84,24 @@ class Verdict:
 
     def describe(self) -> str:
         """One line: what moved, by how much, how sure, against what."""
-        if self.outcome in ("regressed", "slower-not-significant", "faster", "unchanged"):
+        if self.outcome in ("regressed", "slower-not-significant", "faster", "unchanged", "unstable"):
             assert self.old_median is not None and self.new_median is not None and self.change is not None
             p = "n/a" if self.p_value is None else f"{self.p_value:.2g}"
             return (f"{self.outcome}: median {format_seconds(self.old_median)} -> {format_seconds(self.new_median)} "
-                    f"({self.change:+.2%}), Mann-Whitney p={p}, baseline {self.baseline}{self.note}")
+                    f"({self.change:+.2%}), {self.test} p={p}, baseline {self.baseline}{self.note}")
         return f"{self.outcome}: {self.note}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "fullname": self.fullname, "outcome": self.outcome, "old_median": self.old_median,
             "new_median": self.new_median, "p_value": self.p_value, "baseline": self.baseline, "note": self.note,
+            "test": self.test,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        return cls(**{k: data[k] for k in ("fullname", "outcome", "old_median", "new_median", "p_value", "baseline", "note")})
+        return cls(**{k: data[k] for k in ("fullname", "outcome", "old_median", "new_median", "p_value", "baseline", "note",
+                                           "test") if k in data})
 
 
 # outcome -> what it means, shown in the CI summary's legend and in the README
@@ -109,24 +113,121 @@ OUTCOMES: dict[str, str] = {
     "no-baseline": "no saved run to compare against (first CI run): passes; save one with --benchmark-autosave",
     "new": "this cell is not in the baseline: passes, and is saved for next time",
     "different-hardware": "the baseline was measured on other hardware: not gated, passes",
+    "unstable": "slower than every saved run by more than the threshold, but its saved runs disagree by more than "
+                "twice the threshold, or the middle half of its rounds now by more than the threshold: noise that "
+                "size hides the change; not judged, passes, listed with its figures",
     "too-few-samples": f"fewer than {MIN_SAMPLES_FOR_SIGNIFICANCE} raw samples on a side: significance cannot be shown: passes",
     "failed": "the cell itself failed in this run (a new failure if the baseline has it)",
     "missing": "in the baseline but not run now (deselected, skipped or removed): not gated",
 }
 
 
-def judge(fullname: str, new: Sequence[float], old: Sequence[float], policy: GatePolicy, baseline: str) -> Verdict:
-    new_median = float(np.median(new))
-    old_median = float(np.median(old))
-    if min(len(new), len(old)) < MIN_SAMPLES_FOR_SIGNIFICANCE:
-        return Verdict(fullname, "too-few-samples", old_median, new_median, None, baseline,
-                       f"{len(old)} baseline and {len(new)} new samples")
-    change = new_median / old_median - 1 if old_median > 0 else 0.0
-    if change > policy.threshold:
-        p_value = mann_whitney_greater(new, old)
-        outcome = "regressed" if p_value < policy.alpha else "slower-not-significant"
-        note = f" (threshold {policy.threshold:.2%}, alpha {policy.alpha:g})"
-        return Verdict(fullname, outcome, old_median, new_median, p_value, baseline, note)
-    outcome = "faster" if change < -policy.threshold else "unchanged"
-    return Verdict(fullname, outcome, old_median, new_median, None, baseline, "")
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (Lentz's method)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
 
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def welch_greater(new: Sequence[float], old: Sequence[float]) -> float:
+    """One-sided p-value that ``new``'s mean exceeds ``old``'s (Welch's t-test, unequal variances)."""
+    x, y = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    if vx + vy <= 0:
+        return 0.0 if x.mean() > y.mean() else 1.0
+    t = (x.mean() - y.mean()) / math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    return student_t_sf(t, df)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the saved runs say about one cell, newest run first: each run's median, every round's median
+    (a run without rounds counts as one round), and the newest run's raw samples."""
+
+    labels: tuple[str, ...]
+    run_medians: tuple[float, ...]
+    round_medians: tuple[float, ...]
+    samples: tuple[float, ...]
+
+
+UNSTABLE_SPREAD = 2.0  # in thresholds: runs (or rounds) of one cell that disagree by more cannot be gated
+
+
+def judge(fullname: str, new: Sequence[float], new_rounds: Sequence[float], history: History,
+          policy: GatePolicy) -> Verdict:
+    """A regression is slower than *every* saved run by more than the threshold, and significantly so:
+    across rounds (Welch's t on the logarithms of round medians) when both sides have at least two, else
+    on the raw samples of the newest run (Mann-Whitney U, evidence from within one run only). A cell whose
+    saved runs, or whose rounds now, disagree by more than twice the threshold is ``unstable``."""
+    label = history.labels[0]
+    new_median = float(np.median(new))
+    old_median = history.run_medians[0]
+    if min(len(new), len(history.samples)) < MIN_SAMPLES_FOR_SIGNIFICANCE:
+        return Verdict(fullname, "too-few-samples", old_median, new_median, None, label,
+                       f"{len(history.samples)} baseline and {len(new)} new samples")
+    slowest, fastest = max(history.run_medians), min(history.run_medians)
+    if new_median <= slowest * (1 + policy.threshold):
+        outcome = "faster" if new_median < fastest * (1 - policy.threshold) else "unchanged"
+        return Verdict(fullname, outcome, old_median, new_median, None, label, "")
+    runs = len(history.run_medians)
+    across_rounds = len(new_rounds) >= 2 and len(history.round_medians) >= 2
+    if across_rounds:
+        test = "Welch"
+        p_value = welch_greater(np.log(new_rounds), np.log(history.round_medians))
+        evidence = (f"{len(new_rounds)} rounds against {len(history.round_medians)} of {runs} "
+                    f"run{'s' if runs != 1 else ''}")
+    else:
+        test = "Mann-Whitney"
+        p_value = mann_whitney_greater(new, history.samples)
+        evidence = "raw samples of one run each; --gpubench-rounds gives evidence across runs"
+    note = f" (threshold {policy.threshold:.2%}, alpha {policy.alpha:g}; evidence: {evidence})"
+    # the middle half of this run's rounds, and the whole range of the saved runs' medians
+    low_q, high_q = np.percentile(new_rounds, [25, 75]) if len(new_rounds) >= 2 else (1.0, 1.0)
+    spread_now = float(high_q / low_q - 1)
+    spread_before = slowest / fastest - 1 if runs >= 2 else 0.0
+    limit = UNSTABLE_SPREAD * policy.threshold
+    if spread_now > policy.threshold or spread_before > limit:
+        what = (f"its {runs} saved runs range {format_seconds(fastest)}..{format_seconds(slowest)}, more than "
+                f"{limit:.0%} apart" if spread_before > limit else
+                f"the middle half of its rounds now spans {format_seconds(float(low_q))}..{format_seconds(float(high_q))}, "
+                f"more than {policy.threshold:.0%}")
+        return Verdict(fullname, "unstable", old_median, new_median, p_value, label,
+                       f" ({what}: a {policy.threshold:.0%} change cannot be told from noise)", test)
+    outcome = "regressed" if p_value < policy.alpha else "slower-not-significant"
+    return Verdict(fullname, outcome, old_median, new_median, p_value, label, note, test)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from .baseline import Baseline
-from .gate import Verdict, judge
+from .gate import History, Verdict, judge
 from .matrix import TARGET_PARAM
 from .record import GPUBENCH_KEY, CellRecord, RecordVersionError, store_in_benchmark_session
 from .reports import record_of
@@ -64,6 +65,24 @@ def different_hardware(session: GpubenchSession, record: CellRecord, baseline: B
     return None if old == new else f"baseline measured on {old}, this run on {new}"
 
 
+def history_of(nodeid: str, baseline: Baseline) -> History:
+    """The cell in every saved run the gate reads, newest first (the baseline has it; earlier runs may not)."""
+    labels, run_medians, round_medians = [], [], []
+    for label, benchmarks in ((baseline.label, baseline.benchmarks), *((r.label, r.benchmarks) for r in baseline.earlier)):
+        bench = benchmarks.get(nodeid)
+        if bench is None:
+            continue
+        stats = bench.get("stats", {})
+        data = stats.get("data") or []
+        median = float(np.median(data)) if data else float(stats.get("median", 0.0))
+        labels.append(label)
+        run_medians.append(median)
+        rounds = ((bench.get("extra_info") or {}).get(GPUBENCH_KEY) or {}).get("round_medians_s") or [median]
+        round_medians.extend(float(x) for x in rounds)
+    newest = baseline.benchmarks[nodeid].get("stats", {}).get("data") or []
+    return History(tuple(labels), tuple(run_medians), tuple(round_medians), tuple(float(x) for x in newest))
+
+
 def judge_cell(session: GpubenchSession, record: CellRecord) -> Verdict | None:
     """The gate's verdict on a cell; None when no gate was asked for."""
     policy = session.settings.gate
@@ -77,8 +96,8 @@ def judge_cell(session: GpubenchSession, record: CellRecord) -> Verdict | None:
     elif record.nodeid not in baseline.benchmarks:
         verdict = Verdict(record.nodeid, "new", baseline=baseline.label, note=f"not in {baseline.label}")
     else:
-        old = baseline.benchmarks[record.nodeid].get("stats", {}).get("data") or []
-        verdict = judge(record.nodeid, record.samples_s, old, policy, baseline.label)
+        rounds = [float(x) for x in record.details.get("round_medians_s", [])]
+        verdict = judge(record.nodeid, record.samples_s, rounds, history_of(record.nodeid, baseline), policy)
     session.verdicts[record.nodeid] = verdict
     return verdict
 

@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 CACHE_MODES = ("cold", "hot")
 CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "gate", "gate_alpha",
                "summary", "prices", "variants", "commits", "source", "matrix", "rounds", "interleave", "env_dir",
-               "lock_timeout", "modal")
+               "lock_timeout", "modal", "gate_runs")
 MATRIX_KEYS = ("variants", "commits", "source")  # what a matrix file may hold
 VARIANT_KEYS = ("env", "git", "ref", "path", "subdirectory", "requirements", "patch", "isolated", "baseline")
 
@@ -56,6 +56,9 @@ def add_options(parser: pytest.Parser) -> None:
                     "than THRESHOLD (e.g. 5%% or 2.5%%) AND whose raw samples differ significantly (Mann-Whitney U).")
     group.addoption("--gpubench-gate-alpha", dest="gpubench_gate_alpha", metavar="P", default=None,
                     help="Significance level of the gate's test (default 0.01).")
+    group.addoption("--gpubench-gate-runs", dest="gpubench_gate_runs", metavar="N", default=None,
+                    help="Judge each cell against the newest N saved runs of this machine, not only the newest: a "
+                    "regression must be slower than every one of them (default 3).")
     group.addoption("--gpubench-summary", dest="gpubench_summary", metavar="PATH", default=None,
                     help="Where the gate's markdown summary goes (default: $GITHUB_STEP_SUMMARY when set, "
                     "else gpubench-summary.md in the rootdir).")
@@ -378,7 +381,9 @@ def load_settings(config: pytest.Config) -> Settings:
         # a gate in the config applies to the runs that compare, and leaves the others alone
         alpha_value, alpha_origin = pick("gpubench_gate_alpha", "gate_alpha")
         alpha = 0.01 if alpha_value is None else parse_fraction(alpha_value, alpha_origin)
-        gate = GatePolicy(threshold, alpha) if comparing else None
+        runs_value, runs_origin = pick("gpubench_gate_runs", "gate_runs")
+        runs = 3 if runs_value is None else parse_positive_int(runs_value, runs_origin)
+        gate = GatePolicy(threshold, alpha, runs) if comparing else None
     value, origin = pick("gpubench_summary", "summary")
     summary_path = None if value is None else Path(str(value))
     value, origin = pick("gpubench_rounds", "rounds")

@@ -108,7 +108,8 @@ class GpubenchSession:
     @cached_property
     def baseline(self) -> Baseline | None:
         """Raises BaselineError when the run to compare against is unreadable."""
-        return load_baseline(self.benchmark_session)
+        runs = self.settings.gate.runs if self.settings.gate is not None else 1
+        return load_baseline(self.benchmark_session, runs)
 
     @cached_property
     def this_machine_info(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -84,22 +86,22 @@ ONE_H200 = "0, NVIDIA H200, 143771, GPU-aaaa, 580.159.04, 1980, 3201\n"
 
 
 @pytest.fixture
-def gpu_held_by_this_process(fake_nvidia_smi: Callable[[str], None]) -> Callable[[float], threading.Thread]:
-    """A fake one-H200 host whose GPU this test process holds for ``seconds``, as another cell would."""
+def gpu_held_by_this_process(fake_nvidia_smi: Callable[[str], None]) -> Callable[[], threading.Event]:
+    """A fake one-H200 host whose GPU this test process holds, as another cell would, until the returned
+    event is set."""
     fake_nvidia_smi(ONE_H200)
 
-    def hold(seconds: float) -> threading.Thread:
-        held = threading.Event()
+    def hold() -> threading.Event:
+        held, release = threading.Event(), threading.Event()
 
         def run() -> None:
             with hold_gpus([LocalGpu(0, "NVIDIA H200", 143771, "GPU-aaaa")], "test_other.py::test_holder[H200:1]"):
                 held.set()
-                threading.Event().wait(seconds)
+                release.wait(300)
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        threading.Thread(target=run, daemon=True).start()
         assert held.wait(10)
-        return thread
+        return release
 
     return hold
 
@@ -108,29 +110,51 @@ CELL_ON_H200 = "def test_cell(gpubench):\n    gpubench.record([0.001] * 10)\n"
 
 
 def test_a_cell_waiting_for_a_held_gpu_says_for_which_and_who_holds_it(
-    pytester: pytest.Pytester, gpu_held_by_this_process: Callable[[float], threading.Thread], monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, fake_nvidia_smi: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("xdist")
+    fake_nvidia_smi(ONE_H200)
     monkeypatch.setenv("GPUBENCH_HEARTBEAT_S", "0.5")
     pytester.makepyfile(test_cell=CELL_ON_H200)
-    holder = gpu_held_by_this_process(3.0)
-    result = pytester.runpytest_subprocess("--gpu=H200:1", "-n", "1", "-p", "no:cacheprovider")
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:
+        with hold_gpus([LocalGpu(0, "NVIDIA H200", 143771, "GPU-aaaa")], "test_other.py::test_holder[H200:1]"):
+            held.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10)
+    process = subprocess.Popen([sys.executable, "-m", "pytest", "--gpu=H200:1", "-n", "1", "-p", "no:cacheprovider"],
+                               cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # live: the line must arrive while the lock is still held
+        lines.append(line.rstrip("\n"))
+        if "waiting for GPU GPU-aaaa" in line:
+            release.set()
+    process.wait(120)
+    release.set()
     holder.join()
-    result.assert_outcomes(passed=1)
-    waits = [line for line in result.stdout.lines if "waiting for GPU GPU-aaaa" in line]
-    assert waits, result.stdout.str()
+    waits = [line for line in lines if "waiting for GPU GPU-aaaa" in line]
+    assert waits, "\n".join(lines)
     assert f"held by pid {os.getpid()}, cell test_other.py::test_holder[H200:1]" in waits[0]
+    assert "1 passed" in lines[-1], lines[-1]
 
 
 def test_a_lock_timeout_fails_the_cell_with_one_line(
-    pytester: pytest.Pytester, gpu_held_by_this_process: Callable[[float], threading.Thread]
+    pytester: pytest.Pytester, gpu_held_by_this_process: Callable[[], threading.Event]
 ) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_cell=CELL_ON_H200)
-    holder = gpu_held_by_this_process(6.0)
-    result = pytester.runpytest_subprocess("--gpu=H200:1", "-n", "1", "-p", "no:cacheprovider",
-                                           "--gpubench-lock-timeout=1")
-    holder.join()
+    release = gpu_held_by_this_process()
+    try:
+        result = pytester.runpytest_subprocess("--gpu=H200:1", "-n", "1", "-p", "no:cacheprovider",
+                                               "--gpubench-lock-timeout=1")
+    finally:
+        release.set()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         f"*[[]gpu-busy[]] waited * s for GPU GPU-aaaa, held by pid {os.getpid()}, cell test_other.py::test_holder[[]H200:1[]]"

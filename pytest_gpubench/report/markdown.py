@@ -14,9 +14,9 @@ from ..gate import OUTCOMES, GatePolicy, Verdict
 from ..measure.stats import format_seconds
 from ..session import GpubenchSession
 
-ORDER = ("regressed", "failed", "slower-not-significant", "faster", "unchanged", "new", "too-few-samples",
+ORDER = ("regressed", "failed", "unstable", "slower-not-significant", "faster", "unchanged", "new", "too-few-samples",
          "different-hardware", "no-baseline", "missing")
-MARK = {"regressed": "❌", "failed": "❌", "slower-not-significant": "⚠️", "faster": "🚀", "unchanged": "✅",
+MARK = {"regressed": "❌", "failed": "❌", "unstable": "〰️", "slower-not-significant": "⚠️", "faster": "🚀", "unchanged": "✅",
         "new": "🆕", "too-few-samples": "❔", "different-hardware": "❔", "no-baseline": "❔", "missing": "➖"}
 
 

@@ -65,6 +65,6 @@ def gate_lines(verdicts: Iterable[Verdict]) -> list[str]:
     counts = Counter(v.outcome for v in ordered)
     lines = [", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no gpubench cell was judged"]
     for verdict in ordered:
-        if verdict.outcome in ("regressed", "failed", "slower-not-significant", "no-baseline", "different-hardware", "missing"):
+        if verdict.outcome in ("regressed", "failed", "unstable", "slower-not-significant", "no-baseline", "different-hardware", "missing"):
             lines.append(f"{verdict.fullname}: {verdict.describe()}")
     return lines

@@ -1,0 +1,98 @@
+"""The gate judges across runs: against several saved runs, on round-level figures, with an `unstable`
+verdict for cells whose runs disagree. Measured on this 2-core machine with real timings: A/A comparisons
+flag nothing, a 25 % slower cell fails every time."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_gpubench.gate import GatePolicy, History, judge, student_t_sf, welch_greater
+
+SUITE = """
+import os
+
+import pytest
+
+
+def python_loop(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def test_python_loop(gpubench):
+    gpubench(python_loop, int(20000 * float(os.environ.get("SLOWDOWN", "1"))))
+
+
+def test_torch_matmul(gpubench):
+    torch = pytest.importorskip("torch")
+    a = torch.randn(192, 192)
+    gpubench(torch.matmul, a, a, flops=2 * 192**3, dtype="fp32")
+"""
+ROUNDS = ["--gpu=cpu", "--gpubench-rounds=5", "--gpubench-max-time=0.25", "--gpubench-min-time=0.05",
+          "--gpubench-warmup=0.05", "-p", "no:cacheprovider"]
+GATE = ["--benchmark-compare", "--gpubench-gate=5%"]
+
+
+def test_student_t_and_welch_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for t, df in [(0.0, 3), (1.2, 2.5), (2.9, 7), (-1.5, 12), (6.0, 40.3), (0.3, 1)]:
+        assert math.isclose(student_t_sf(t, df), stats.t.sf(t, df), rel_tol=1e-9, abs_tol=1e-12)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x, y = rng.normal(1.05, 0.03, rng.integers(2, 9)), rng.normal(1.0, 0.05, rng.integers(2, 16))
+        expected = stats.ttest_ind(x, y, equal_var=False, alternative="greater").pvalue
+        assert math.isclose(welch_greater(x, y), expected, rel_tol=1e-7, abs_tol=1e-12)
+
+
+def history(*run_rounds: list[float]) -> History:
+    medians = tuple(float(np.median(r)) for r in run_rounds)
+    rounds = tuple(x for r in run_rounds for x in r)
+    newest = tuple(float(x) for x in np.repeat(run_rounds[0], 4))
+    return History(tuple(f"000{i + 1}" for i in range(len(run_rounds))), medians, rounds, newest)
+
+
+POLICY = GatePolicy(0.05, 0.01, 3)
+
+
+def test_judged_against_every_saved_run_on_round_figures() -> None:
+    saved = history([1.00, 1.01, 0.99, 1.00, 1.02], [1.03, 1.04, 1.02, 1.03, 1.03], [0.98, 0.99, 0.98, 0.97, 0.99])
+    # 6 % over the newest run but within 5 % of the slowest saved run: drift between runs, not a change
+    drift = judge("c", [1.06] * 20, [1.06, 1.05, 1.07, 1.06, 1.06], saved, POLICY)
+    assert drift.outcome == "unchanged"
+    slower = judge("c", [1.25] * 20, [1.25, 1.24, 1.26, 1.25, 1.25], saved, POLICY)
+    assert slower.outcome == "regressed" and slower.p_value is not None and slower.p_value < 1e-6
+    assert "Welch p=" in slower.describe() and "evidence: 5 rounds against 15 of 3 runs" in slower.describe()
+    noisy = history([1.0] * 5, [1.3] * 5)  # two saved runs 30 % apart: a 5 % gate cannot judge this cell
+    assert judge("c", [1.40] * 20, [1.40] * 5, noisy, POLICY).outcome == "unstable"
+
+
+def test_without_rounds_the_gate_says_its_evidence_is_one_run() -> None:
+    one_run = History(("0001",), (1.0,), (1.0,), tuple(1.0 + 0.01 * (i % 3) for i in range(30)))
+    verdict = judge("c", [1.2 + 0.01 * (i % 3) for i in range(30)], [], one_run, POLICY)
+    assert verdict.outcome == "regressed"
+    assert "raw samples of one run each; --gpubench-rounds gives evidence across runs" in verdict.describe()
+
+
+def test_ten_a_a_comparisons_flag_nothing_and_a_slower_cell_fails_every_time(pytester: pytest.Pytester,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    pytester.makepyfile(test_suite=SUITE)
+    for _ in range(3):  # the saved runs a comparison is judged against
+        pytester.runpytest(*ROUNDS, "--benchmark-autosave").assert_outcomes(passed=2)
+    verdict_lines = []
+    for _ in range(10):
+        result = pytester.runpytest(*ROUNDS, *GATE)
+        verdict_lines.append(next(line for line in result.stdout.lines if line.startswith(("1 ", "2 "))))
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        assert "regressed" not in result.stdout.str()
+    monkeypatch.setenv("SLOWDOWN", "1.25")
+    for _ in range(3):
+        result = pytester.runpytest(*ROUNDS, *GATE)
+        result.assert_outcomes(passed=1, failed=1)
+        assert "FAILED test_suite.py::test_python_loop[cpu] - gpubench gate" in result.stdout.str()
+        assert "regressed" in result.stdout.str() and "evidence: 5 rounds against 15 of 3 runs" in result.stdout.str()
