@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-exec .venv/bin/python -m pytest bench_suites -p no:cacheprovider --benchmark-autosave "$@"
+exec "$venv/bin/python" -m pytest bench_suites -p no:cacheprovider --benchmark-autosave "$@"
