@@ -40,7 +40,8 @@ def test_tiny_model_served_for_real_reports_sane_metrics(
             results = [r for r in report.outcome.results if r.ok]
             assert len(results) == 6
             assert [r.output_tokens for r in results] == [12] * 6   # from the server's usage
-            assert [r.prompt_tokens for r in results if r.prompt_tokens] and all(r.ttft < r.e2el for r in results)
+            # <=: on a loaded machine the whole stream can arrive in one read, stamped with one time
+            assert [r.prompt_tokens for r in results if r.prompt_tokens] and all(r.ttft <= r.e2el for r in results)
             m = report.metrics
             assert m.ttft.median <= m.ttft.percentiles[90] <= m.ttft.percentiles[99]
             assert m.itl.median <= m.itl.percentiles[99] and m.tpot.median > 0
