@@ -100,6 +100,7 @@ class GpuBench:
                                   lambda *progress: self._heartbeat(heartbeat, *progress))
         if timer_used.device_uuid:
             self.extra_info.setdefault("torch_device_uuid", timer_used.device_uuid)
+        self.extra_info.setdefault("timer_resolution_s", timer_used.resolution_s)
         return self._finish(measurement, work, {})
 
     def record(

@@ -97,7 +97,8 @@ def judge_cell(session: GpubenchSession, record: CellRecord) -> Verdict | None:
         verdict = Verdict(record.nodeid, "new", baseline=baseline.label, note=f"not in {baseline.label}")
     else:
         rounds = [float(x) for x in record.details.get("round_medians_s", [])]
-        verdict = judge(record.nodeid, record.samples_s, rounds, history_of(record.nodeid, baseline), policy)
+        resolution = float(record.details.get("timer_resolution_s") or 0.0) / record.loops
+        verdict = judge(record.nodeid, record.samples_s, rounds, history_of(record.nodeid, baseline), policy, resolution)
     session.verdicts[record.nodeid] = verdict
     return verdict
 

@@ -32,6 +32,9 @@ class Timer(abc.ABC):
     on_cpu: bool = True
     # CPU-side timers group calls so that one sample is long against the clock's resolution.
     min_sample_s: float = 0.0
+    # the smallest difference one sample can show: host clocks' own, CUDA events' about 0.5 us (CUDA's
+    # documentation of cudaEventElapsedTime); a change per call smaller than resolution / loops is noise
+    resolution_s: float = time.get_clock_info("perf_counter").resolution
 
     def __init__(self, cache: CacheMode) -> None:
         self.cache = cache
@@ -127,6 +130,7 @@ class CudaEventTimer(Timer):
 
     name = "cuda_event"
     on_cpu = False
+    resolution_s = 0.5e-6
     QUEUE_ENTRIES = 500  # CUDA queues about 1000 pending launches; stay well inside, or the GPU starves
     FILL_S = 1e-3  # device work queued behind a batch while the host reads its events
     FILL_LAUNCHES = 100
