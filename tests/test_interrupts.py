@@ -56,6 +56,9 @@ class Run:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gpu=cpu", *args],
             cwd=folder, env=env, stdout=self.out, stderr=self.err,
+            # an ignored SIGINT is inherited (this suite run as a background job: `pytest tests &`), and the
+            # run rightly keeps it ignored; these cases are about a run that gets Ctrl-C
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def finish(self, timeout_s: float) -> tuple[int, str]:
