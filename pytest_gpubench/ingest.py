@@ -5,6 +5,7 @@ nothing that was already reported."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,33 @@ def is_cell(report: pytest.TestReport) -> bool:
     return any(name == TARGET_PARAM for name, _ in report.user_properties)
 
 
+@dataclass(frozen=True)
+class _Crash:
+    path: str
+    lineno: int
+    message: str
+
+
+class FailureText:
+    """A failure's text as pytest's reporters read a longrepr: written whole, its first line in the short
+    summary (``reprcrash``, which pytest 8 needs for a plain-text failure) and in JUnit XML's message."""
+
+    def __init__(self, text: str, location: tuple[str, int | None, str]) -> None:
+        self.text = text
+        self.reprcrash = _Crash(location[0], (location[1] or 0) + 1, text.splitlines()[0] if text else "")
+
+    def toterminal(self, out: Any) -> None:
+        for line in self.text.splitlines():
+            out.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def fail_report(report: pytest.TestReport, message: str) -> None:
     """Turn a passed call into a failure with ``message``, before the terminal and JUnit XML see it."""
     report.outcome = "failed"
-    report.longrepr = message
+    report.longrepr = FailureText(message, report.location)  # type: ignore[assignment]
 
 
 def ingest(session: GpubenchSession, report: pytest.TestReport) -> None:
