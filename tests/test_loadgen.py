@@ -94,10 +94,19 @@ def test_streamed_completions_are_timed_and_counted(stream_server: int) -> None:
     assert metrics.completed == 8 and metrics.failed == 0
     assert all(r.output_tokens == 16 and len(r.chunk_times) == 16 for r in outcome.results)
     assert all(r.ttft < r.e2el for r in outcome.results)
-    # a 50 ms / 10 ms server on a shared 2-core machine: loose bounds here, tight ones in benchmarks/
-    assert 49 <= metrics.ttft.median <= 60
-    assert 8 <= metrics.itl.median <= 12
-    assert 8 <= metrics.tpot.median <= 12
+    # Held against what the server did, by its own clock (perf_counter: one clock for every process on the
+    # host), not against its nominal 50 ms / 10 ms: on a loaded 2-core machine the server itself runs late.
+    written = [r.usage["token_sent_at"] for r in outcome.results if r.usage]
+    assert len(written) == 8
+    assert metrics.ttft.median >= 49  # the server cannot answer sooner than its schedule
+    # TTFT is the first token's arrival: near the server's write of that token (stamped just after the write,
+    # so the client may see it first), 10 ms from the next one's
+    delays = [r.sent_at + r.ttft - tokens[0] for r, tokens in zip(outcome.results, written)]
+    assert -0.004 < statistics.median(delays) < 0.006
+    # TPOT spans the first token to the end: it matches the server's own spacing of its 16 tokens
+    server_tpot = [(tokens[-1] - tokens[0]) / 15 for tokens in written]
+    assert statistics.median(abs((r.tpot or 0) - t) for r, t in zip(outcome.results, server_tpot)) < 0.002
+    assert metrics.itl.median >= 0  # defined; its spacing is the parser test's and benchmarks/' subject
 
 
 @pytest.mark.parametrize("stream_server", [("--no-usage",)], indirect=True)
