@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
+import json
 import math
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from itertools import cycle
 from typing import Any
@@ -158,3 +160,29 @@ def test_loops_group_short_calls_into_samples_and_samples_are_per_call() -> None
     assert all(total == pytest.approx(1e-3) for total in m.totals_s)
     assert m.summary.median == pytest.approx(0.25e-3)
     assert m.samples_s == tuple(total / 4 for total in m.totals_s)
+
+
+def test_jax_device_spans_come_from_the_gpu_work_inside_each_sample_range(tmp_path: Path) -> None:
+    """The JAX timer's reading of XLA's perfetto trace (format as an H200 wrote it: docs/RESULTS.md section 9):
+    each sample is the span from its first GPU event's start to its last one's end inside its host range."""
+    import gzip
+
+    from pytest_gpubench.measure.timers import device_spans
+
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 701, "args": {"name": "/host:CPU"}},
+        {"ph": "X", "name": "gpubench-sample-0", "pid": 701, "tid": 7, "ts": 100.0, "dur": 2000.0},
+        {"ph": "X", "name": "Memset 3", "pid": 1, "tid": 14, "ts": 150.0, "dur": 0.5},
+        {"ph": "X", "name": "nvjet_sm90_tst_256x128", "pid": 1, "tid": 14, "ts": 160.0, "dur": 1320.25},
+        {"ph": "X", "name": "gpubench-sample-1", "pid": 701, "tid": 7, "ts": 2200.0, "dur": 1800.0},
+        {"ph": "X", "name": "nvjet_sm90_tst_256x128", "pid": 1, "tid": 14, "ts": 2300.0, "dur": 1319.75},
+        {"ph": "X", "name": "$python call", "pid": 701, "tid": 7, "ts": 2210.0, "dur": 5.0},  # host work: not counted
+    ]
+    folder = tmp_path / "plugins" / "profile" / "run"
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "perfetto_trace.json.gz", "wt") as handle:
+        json.dump({"traceEvents": events}, handle)
+    assert device_spans(str(tmp_path), 2) == pytest.approx([1330.25e-6, 1319.75e-6])
+    with pytest.raises(RuntimeError, match="no range for sample 2"):
+        device_spans(str(tmp_path), 3)

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import numpy as np
 
 CacheMode = Literal["cold", "hot"]
-TimerName = Literal["auto", "cuda", "jax", "cpu"]
-TIMER_NAMES: tuple[str, ...] = ("auto", "cuda", "jax", "cpu")
+TimerName = Literal["auto", "cuda", "jax", "jax_host", "cpu"]
+TIMER_NAMES: tuple[str, ...] = ("auto", "cuda", "jax", "jax_host", "cpu")
 
 # triton's do_bench flushes with 256 MB; twice L2 where that is bigger (B200: 126 MB of L2).
 GPU_FLUSH_BYTES = 256 * 2**20
@@ -224,6 +224,83 @@ class CudaEventTimer(Timer):
         return min(0.5, 2.0 * (host + (count - 1) * max(0.0, host - device)) + 20e-6)
 
 
+class JaxDeviceTimer(JaxTimer):
+    """JAX on a GPU, timed on the device's clock: each sample runs inside a named range of XLA's profiler,
+    and its time is the span of the GPU work the profiler (CUPTI) recorded within that range — first
+    kernel start to last kernel end, on the GPU's timestamps. Dispatch, Python and the wait for the result
+    fall outside, as CUDA events leave them outside for torch. The cold flush runs before the range."""
+
+    name = "jax_profiler_device"
+    on_cpu = False
+    resolution_s = 1e-6  # the trace's timestamps are in whole nanoseconds, its kernel records CUPTI's
+
+    def __init__(self, cache: CacheMode) -> None:
+        super().__init__(cache)
+        self.min_sample_s = 0.0  # device spans need no long samples to beat a host clock's resolution
+
+    def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]:
+        import shutil
+        import tempfile
+
+        block = self._jax.block_until_ready
+        profiler = self._jax.profiler
+        trace_dir = tempfile.mkdtemp(prefix="gpubench-jax-trace-")
+        try:
+            profiler.start_trace(trace_dir, create_perfetto_trace=True)
+            try:
+                for index in range(count):
+                    if self._flush is not None:
+                        block(self._flush())
+                    with profiler.TraceAnnotation(f"gpubench-sample-{index}"):
+                        result = None
+                        for _ in range(loops):
+                            result = fn()
+                        block(result)
+            finally:
+                profiler.stop_trace()
+            return device_spans(trace_dir, count)
+        finally:
+            shutil.rmtree(trace_dir, ignore_errors=True)
+
+
+def device_spans(trace_dir: str, count: int) -> list[float]:
+    """Seconds of GPU work inside each ``gpubench-sample-i`` range of a perfetto trace XLA's profiler wrote."""
+    import glob
+    import gzip
+    import json
+    import os
+
+    paths = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not paths:
+        raise RuntimeError(f"XLA's profiler wrote no perfetto trace under {trace_dir}")
+    with gzip.open(paths[0], "rt") as handle:
+        document = json.load(handle)
+    events = document["traceEvents"] if isinstance(document, dict) else document
+    gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+                and str(e.get("args", {}).get("name", "")).startswith("/device:GPU")}
+    windows: dict[int, tuple[float, float]] = {}
+    kernels: list[tuple[float, float]] = []
+    for e in events:
+        if e.get("ph") != "X":
+            continue
+        name = str(e.get("name", ""))
+        if e.get("pid") in gpu_pids:
+            kernels.append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))))
+        elif name.startswith("gpubench-sample-"):
+            windows[int(name.rsplit("-", 1)[1])] = (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)))
+    spans = []
+    for index in range(count):
+        if index not in windows:
+            raise RuntimeError(f"XLA's profiler recorded no range for sample {index}")
+        start, end = windows[index]
+        inside = [k for k in kernels if k[0] >= start and k[1] <= end]
+        if not inside:
+            raise RuntimeError("XLA's profiler recorded no GPU work for a timed JAX call: is the call cached or on "
+                               "the host? pass timer='jax_host' to time it on the host clock")
+        spans.append((max(k[1] for k in inside) - min(k[0] for k in inside)) * 1e-6)  # the trace counts in us
+    return spans
+
+
 def _is_jax_value(value: Any) -> bool:
     if "jax" not in sys.modules:
         return False
@@ -260,6 +337,11 @@ def make_timer(name: str, cache: CacheMode, device: Any = None) -> Timer:
             raise RuntimeError("timer='cuda' needs torch with a CUDA GPU; this process has none")
         return CudaEventTimer(cache, device)
     if name == "jax":
+        import jax
+
+        # on a GPU, the device's clock through XLA's profiler; on the CPU backend the host clock is the device's
+        return JaxDeviceTimer(cache) if jax.default_backend() == "gpu" else JaxTimer(cache)
+    if name == "jax_host":
         return JaxTimer(cache)
     if name == "cpu":
         return CpuTimer(cache)

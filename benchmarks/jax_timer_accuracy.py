@@ -1,0 +1,137 @@
+"""JAX on the device's clock, beside torch's CUDA events and JAX's old host clock, for the same kernels.
+
+    python benchmarks/jax_timer_accuracy.py --repeats 3 --json jax_timer.json      # on nvidia-h200
+
+For each kernel (bf16 8192³ matrix product, 1 GiB fp32 add, 16-element add), every method measures the same
+work with pytest-gpubench's sampler (cold: L2 flushed before each sample, the fixture's default on a GPU):
+- torch, CUDA events (the fixture's torch timer);
+- JAX, host clock around the call and block_until_ready (the fixture's JAX timer before);
+- JAX, device spans from XLA's profiler (the fixture's JAX timer now);
+and, as the reference the JAX timer must meet, the profiler's own per-call device time: the summed durations
+of each call's kernels (grouped by XLA's scope id, not by our ranges) over 200 calls in one trace, median.
+Then the kernels each framework ran, with their median durations (XLA's profiler; torch's profiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from typing import Any
+
+from pytest_gpubench.measure.sampler import SamplingPolicy, measure
+from pytest_gpubench.measure.timers import CudaEventTimer, JaxDeviceTimer, JaxTimer
+
+POLICY = SamplingPolicy(warmup_s=1.0, max_time_s=3.0, min_time_s=0.5)
+
+
+def jax_kernels(name: str, jax: Any, jnp: Any) -> tuple[Any, tuple[Any, ...]]:
+    if name == "matmul_bf16_8192":
+        a = jax.random.normal(jax.random.key(0), (8192, 8192), dtype=jnp.bfloat16)
+        return jax.jit(lambda x, y: x @ y), (a, a)
+    if name == "add_fp32_1GiB":
+        x = jax.random.normal(jax.random.key(1), (2**28,), dtype=jnp.float32)
+        return jax.jit(lambda p, q: p + q), (x, x)
+    x = jnp.ones((16,), dtype=jnp.float32)
+    return jax.jit(lambda p, q: p + q), (x, x)
+
+
+def torch_kernels(name: str, torch: Any) -> tuple[Any, tuple[Any, ...]]:
+    if name == "matmul_bf16_8192":
+        a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+        return torch.matmul, (a, a)
+    if name == "add_fp32_1GiB":
+        x = torch.randn(2**28, device="cuda")
+        return torch.add, (x, x)
+    x = torch.ones(16, device="cuda")
+    return torch.add, (x, x)
+
+
+def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 200) -> tuple[float, dict[str, float]]:
+    """Median over ``calls`` of the summed durations of each call's kernels, grouped by XLA's scope id."""
+    trace_dir = tempfile.mkdtemp()
+    try:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(calls):
+            jax.block_until_ready(fn(*args))
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+        with gzip.open(path, "rt") as handle:
+            events = json.load(handle)["traceEvents"]
+    finally:
+        shutil.rmtree(trace_dir, ignore_errors=True)
+    gpu = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+           and str(e["args"]["name"]).startswith("/device:GPU")}
+    per_call: dict[str, float] = collections.defaultdict(float)
+    by_kernel: dict[str, list[float]] = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") in gpu:
+            per_call[(e.get("args") or {}).get("scope_range_id", "?")] += e["dur"]
+            by_kernel[e["name"]].append(e["dur"])
+    return statistics.median(per_call.values()) * 1e-6, {k: statistics.median(v) for k, v in by_kernel.items()}
+
+
+def torch_kernel_names(torch: Any, fn: Any, args: tuple[Any, ...]) -> dict[str, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(50):
+            fn(*args)
+        torch.cuda.synchronize()
+    out = {}
+    for event in prof.key_averages():
+        device_us = getattr(event, "device_time", None) or getattr(event, "cuda_time", 0.0)
+        if event.count and device_us:
+            out[event.key] = float(device_us)  # average per occurrence, in us
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    results: list[dict[str, Any]] = []
+    kernels = ("matmul_bf16_8192", "add_fp32_1GiB", "add_16")
+    for repeat in range(args.repeats):
+        for name in kernels:
+            row: dict[str, Any] = {"repeat": repeat + 1, "kernel": name}
+            t_fn, t_args = torch_kernels(name, torch)
+            row["torch_cuda_events_s"] = measure(lambda: t_fn(*t_args), CudaEventTimer("cold"), POLICY).summary.median
+            j_fn, j_args = jax_kernels(name, jax, jnp)
+            jax.block_until_ready(j_fn(*j_args))
+            row["jax_host_s"] = measure(lambda: j_fn(*j_args), JaxTimer("cold"), POLICY).summary.median
+            row["jax_device_s"] = measure(lambda: j_fn(*j_args), JaxDeviceTimer("cold"), POLICY).summary.median
+            row["jax_profiler_reference_s"], row["jax_kernels_us"] = profiler_reference(jax, j_fn, j_args)
+            if repeat == 0:
+                row["torch_kernels_us"] = torch_kernel_names(torch, t_fn, t_args)
+            row["jax_device_vs_reference"] = row["jax_device_s"] / row["jax_profiler_reference_s"] - 1
+            row["jax_device_vs_torch"] = row["jax_device_s"] / row["torch_cuda_events_s"] - 1
+            results.append(row)
+            print(f"repeat {repeat + 1} {name:18s} torch events {row['torch_cuda_events_s'] * 1e6:9.2f} us | "
+                  f"jax host {row['jax_host_s'] * 1e6:9.2f} us | jax device {row['jax_device_s'] * 1e6:9.2f} us | "
+                  f"profiler per call {row['jax_profiler_reference_s'] * 1e6:9.2f} us | device vs profiler "
+                  f"{row['jax_device_vs_reference']:+.2%} | device vs torch {row['jax_device_vs_torch']:+.2%}", flush=True)
+            del j_args, t_args
+    for row in results:
+        if row["repeat"] == 1:
+            print(f"{row['kernel']}: XLA ran {json.dumps({k: round(v, 2) for k, v in row['jax_kernels_us'].items()})}")
+            top = sorted(row["torch_kernels_us"].items(), key=lambda kv: -kv[1])[:4]
+            print(f"{row['kernel']}: torch ran {json.dumps({k[:90]: round(v, 2) for k, v in top})}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
