@@ -7,8 +7,9 @@ work with pytest-gpubench's sampler (cold: L2 flushed before each sample, the fi
 - torch, CUDA events (the fixture's torch timer);
 - JAX, host clock around the call and block_until_ready (the fixture's JAX timer before);
 - JAX, device spans from XLA's profiler (the fixture's JAX timer now);
-and, as the reference the JAX timer must meet, the profiler's own per-call device time: the summed durations
-of each call's kernels (grouped by XLA's scope id, not by our ranges) over 200 calls in one trace, median.
+and, as the reference the JAX timer must meet, the profiler's own per-call device time: 200 calls queued as
+the timer queues them (a flush before each), and each call's kernel durations summed, grouped by XLA's own
+execution id (scope_range_id) rather than by the timer's boundaries; the median.
 Then the kernels each framework ran, with their median durations (XLA's profiler; torch's profiler).
 """
 
@@ -55,11 +56,16 @@ def torch_kernels(name: str, torch: Any) -> tuple[Any, tuple[Any, ...]]:
 
 def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 200) -> tuple[float, dict[str, float]]:
     """Median over ``calls`` of the summed durations of each call's kernels, grouped by XLA's scope id."""
+    flush = JaxDeviceTimer("cold")._boundary  # noqa: SLF001 - the same flush the timer queues
     trace_dir = tempfile.mkdtemp()
     try:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        pending = []
         for _ in range(calls):
-            jax.block_until_ready(fn(*args))
+            pending.append(flush())
+            pending.append(fn(*args))
+        jax.block_until_ready(pending)
+        del pending
         jax.profiler.stop_trace()
         (path,) = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
         with gzip.open(path, "rt") as handle:
@@ -71,7 +77,7 @@ def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 20
     per_call: dict[str, float] = collections.defaultdict(float)
     by_kernel: dict[str, list[float]] = collections.defaultdict(list)
     for e in events:
-        if e.get("ph") == "X" and e.get("pid") in gpu:
+        if e.get("ph") == "X" and e.get("pid") in gpu and "gpubench" not in (e.get("args") or {}).get("hlo_module", ""):
             per_call[(e.get("args") or {}).get("scope_range_id", "?")] += e["dur"]
             by_kernel[e["name"]].append(e["dur"])
     return statistics.median(per_call.values()) * 1e-6, {k: statistics.median(v) for k, v in by_kernel.items()}

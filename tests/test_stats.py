@@ -162,27 +162,35 @@ def test_loops_group_short_calls_into_samples_and_samples_are_per_call() -> None
     assert m.samples_s == tuple(total / 4 for total in m.totals_s)
 
 
-def test_jax_device_spans_come_from_the_gpu_work_inside_each_sample_range(tmp_path: Path) -> None:
-    """The JAX timer's reading of XLA's perfetto trace (format as an H200 wrote it: docs/RESULTS.md section 9):
-    each sample is the span from its first GPU event's start to its last one's end inside its host range."""
+def test_jax_device_spans_are_the_gpu_work_between_sample_boundaries(tmp_path: Path) -> None:
+    """The JAX timer's reading of XLA's perfetto trace (in the format an H200 wrote: docs/RESULTS.md section
+    9): the lead-in before the first boundary is left out, a boundary's own kernels too, and each sample is
+    the span from its first kernel's start to its last one's end."""
     import gzip
 
     from pytest_gpubench.measure.timers import device_spans
 
+    boundary = {"hlo_module": "jit_gpubench_sample_boundary"}
+    user = {"hlo_module": "jit__lambda"}
+
+    def kernel(ts: float, dur: float, args: dict[str, str]) -> dict[str, object]:
+        return {"ph": "X", "name": "k", "pid": 1, "tid": 14, "ts": ts, "dur": dur, "args": args}
+
     events = [
         {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
         {"ph": "M", "name": "process_name", "pid": 701, "args": {"name": "/host:CPU"}},
-        {"ph": "X", "name": "gpubench-sample-0", "pid": 701, "tid": 7, "ts": 100.0, "dur": 2000.0},
-        {"ph": "X", "name": "Memset 3", "pid": 1, "tid": 14, "ts": 150.0, "dur": 0.5},
-        {"ph": "X", "name": "nvjet_sm90_tst_256x128", "pid": 1, "tid": 14, "ts": 160.0, "dur": 1320.25},
-        {"ph": "X", "name": "gpubench-sample-1", "pid": 701, "tid": 7, "ts": 2200.0, "dur": 1800.0},
-        {"ph": "X", "name": "nvjet_sm90_tst_256x128", "pid": 1, "tid": 14, "ts": 2300.0, "dur": 1319.75},
-        {"ph": "X", "name": "$python call", "pid": 701, "tid": 7, "ts": 2210.0, "dur": 5.0},  # host work: not counted
+        {"ph": "X", "name": "$python call", "pid": 701, "tid": 7, "ts": 0.0, "dur": 9000.0},  # host: not counted
+        kernel(10.0, 1400.0, user),  # the untimed lead-in
+        kernel(1410.0, 0.7, boundary), kernel(1411.0, 60.0, boundary),  # a memset and the flush: one boundary
+        kernel(1472.0, 0.5, user), kernel(1473.0, 1320.25, user),
+        kernel(2794.0, 60.0, boundary),
+        kernel(2855.0, 1319.75, user),
+        kernel(4175.0, 60.0, boundary),
     ]
     folder = tmp_path / "plugins" / "profile" / "run"
     folder.mkdir(parents=True)
     with gzip.open(folder / "perfetto_trace.json.gz", "wt") as handle:
         json.dump({"traceEvents": events}, handle)
-    assert device_spans(str(tmp_path), 2) == pytest.approx([1330.25e-6, 1319.75e-6])
-    with pytest.raises(RuntimeError, match="no range for sample 2"):
+    assert device_spans(str(tmp_path), 2) == pytest.approx([1321.25e-6, 1319.75e-6])
+    with pytest.raises(RuntimeError, match="3 sample boundaries for 3 samples"):
         device_spans(str(tmp_path), 3)

@@ -224,38 +224,54 @@ class CudaEventTimer(Timer):
         return min(0.5, 2.0 * (host + (count - 1) * max(0.0, host - device)) + 20e-6)
 
 
+BOUNDARY_MODULE = "gpubench_sample_boundary"  # the jitted function that separates samples in a trace
+
+
 class JaxDeviceTimer(JaxTimer):
-    """JAX on a GPU, timed on the device's clock: each sample runs inside a named range of XLA's profiler,
-    and its time is the span of the GPU work the profiler (CUPTI) recorded within that range — first
-    kernel start to last kernel end, on the GPU's timestamps. Dispatch, Python and the wait for the result
-    fall outside, as CUDA events leave them outside for torch. The cold flush runs before the range."""
+    """JAX on a GPU, timed on the device's clock through XLA's profiler (CUPTI kernel records).
+
+    A batch is queued as one stream of work, as triton's do_bench queues it: a boundary (in cold mode the
+    256 MB L2 flush, in hot mode a one-element add), then the sample's ``loops`` calls, then the next
+    boundary... and a wait only at the end, so the GPU never idles between samples and runs at the
+    clocks it sustains under load (an idle gap lets a power-limited kernel run faster: docs/RESULTS.md).
+    A few untimed calls go first, so the batch does not start from an idle GPU either. A sample's time is
+    the span of the GPU work between two boundaries: first kernel start to last kernel end, on the GPU's
+    timestamps. Dispatch, Python and the wait fall outside, as CUDA events leave them outside for torch."""
 
     name = "jax_profiler_device"
     on_cpu = False
-    resolution_s = 1e-6  # the trace's timestamps are in whole nanoseconds, its kernel records CUPTI's
+    resolution_s = 1e-6  # the trace's kernel records are in microseconds with three decimals
 
     def __init__(self, cache: CacheMode) -> None:
         super().__init__(cache)
+        import jax.numpy as jnp
+
         self.min_sample_s = 0.0  # device spans need no long samples to beat a host clock's resolution
+        flush_buffer = jnp.zeros((GPU_FLUSH_BYTES if cache == "cold" else 4) // 4, dtype=jnp.float32)
+
+        def gpubench_sample_boundary(buffer: Any) -> Any:
+            return buffer + 1.0
+
+        boundary = self._jax.jit(gpubench_sample_boundary)
+        self._boundary = lambda: boundary(flush_buffer)
+        self._jax.block_until_ready(self._boundary())
 
     def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]:
         import shutil
         import tempfile
 
-        block = self._jax.block_until_ready
         profiler = self._jax.profiler
         trace_dir = tempfile.mkdtemp(prefix="gpubench-jax-trace-")
         try:
             profiler.start_trace(trace_dir, create_perfetto_trace=True)
             try:
-                for index in range(count):
-                    if self._flush is not None:
-                        block(self._flush())
-                    with profiler.TraceAnnotation(f"gpubench-sample-{index}"):
-                        result = None
-                        for _ in range(loops):
-                            result = fn()
-                        block(result)
+                pending = [fn() for _ in range(loops * max(1, count // 4))]  # untimed: the GPU is busy before sample 0
+                for _ in range(count):
+                    pending.append(self._boundary())
+                    pending.extend(fn() for _ in range(loops))
+                pending.append(self._boundary())
+                self._jax.block_until_ready(pending)
+                del pending
             finally:
                 profiler.stop_trace()
             return device_spans(trace_dir, count)
@@ -264,7 +280,9 @@ class JaxDeviceTimer(JaxTimer):
 
 
 def device_spans(trace_dir: str, count: int) -> list[float]:
-    """Seconds of GPU work inside each ``gpubench-sample-i`` range of a perfetto trace XLA's profiler wrote."""
+    """Seconds of GPU work between consecutive boundaries in a perfetto trace XLA's profiler wrote: for each
+    sample, the first kernel's start to the last kernel's end. The work before the first boundary is the
+    untimed lead-in."""
     import glob
     import gzip
     import json
@@ -278,26 +296,24 @@ def device_spans(trace_dir: str, count: int) -> list[float]:
     events = document["traceEvents"] if isinstance(document, dict) else document
     gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
                 and str(e.get("args", {}).get("name", "")).startswith("/device:GPU")}
-    windows: dict[int, tuple[float, float]] = {}
-    kernels: list[tuple[float, float]] = []
-    for e in events:
-        if e.get("ph") != "X":
-            continue
-        name = str(e.get("name", ""))
-        if e.get("pid") in gpu_pids:
-            kernels.append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))))
-        elif name.startswith("gpubench-sample-"):
-            windows[int(name.rsplit("-", 1)[1])] = (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)))
+    work = sorted((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)),
+                   BOUNDARY_MODULE in str((e.get("args") or {}).get("hlo_module", "")))
+                  for e in events if e.get("ph") == "X" and e.get("pid") in gpu_pids)
+    boundaries = [i for i, (_, _, is_boundary) in enumerate(work) if is_boundary]
+    # a boundary may run as more than one kernel (a memset and the write): consecutive ones are one boundary
+    starts = [i for i in boundaries if i - 1 not in boundaries]
+    if len(starts) < count + 1:
+        raise RuntimeError(
+            f"XLA's profiler recorded {len(starts)} sample boundaries for {count} samples: is another profiler "
+            "(torch's) holding CUPTI? pass timer='jax_host' to time on the host clock"
+        )
     spans = []
-    for index in range(count):
-        if index not in windows:
-            raise RuntimeError(f"XLA's profiler recorded no range for sample {index}")
-        start, end = windows[index]
-        inside = [k for k in kernels if k[0] >= start and k[1] <= end]
+    for first, after in zip(starts[:count], starts[1:count + 1]):
+        inside = [(s, e) for s, e, is_boundary in work[first:after] if not is_boundary]
         if not inside:
-            raise RuntimeError("XLA's profiler recorded no GPU work for a timed JAX call: is the call cached or on "
-                               "the host? pass timer='jax_host' to time it on the host clock")
-        spans.append((max(k[1] for k in inside) - min(k[0] for k in inside)) * 1e-6)  # the trace counts in us
+            raise RuntimeError("XLA's profiler recorded no GPU work for a timed JAX call: is it cached or on the "
+                               "host? pass timer='jax_host' to time it on the host clock")
+        spans.append((max(e for _, e in inside) - min(s for s, _ in inside)) * 1e-6)  # the trace counts in us
     return spans
 
 
