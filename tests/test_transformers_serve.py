@@ -40,11 +40,13 @@ def test_tiny_model_served_for_real_reports_sane_metrics(
             results = [r for r in report.outcome.results if r.ok]
             assert len(results) == 6
             assert [r.output_tokens for r in results] == [12] * 6   # from the server's usage
-            # <=: on a loaded machine the whole stream can arrive in one read, stamped with one time
+            assert all(len(r.chunk_times) > 1 for r in results)  # streamed: content came in several events
+            # <= and >= 0, not < and > 0: on a loaded machine a tiny model's whole stream can arrive in one read,
+            # every chunk stamped with one time (TPOT and ITL 0; it happened in 2 of 12 loaded runs)
             assert [r.prompt_tokens for r in results if r.prompt_tokens] and all(r.ttft <= r.e2el for r in results)
             m = report.metrics
             assert m.ttft.median <= m.ttft.percentiles[90] <= m.ttft.percentiles[99]
-            assert m.itl.median <= m.itl.percentiles[99] and m.tpot.median > 0
+            assert m.itl.median <= m.itl.percentiles[99] and m.tpot is not None and m.tpot.median >= 0
         """
     )
     result = pytester.runpytest("--gpu=cpu", "-p", "no:cacheprovider", "--benchmark-json=out.json")
