@@ -226,7 +226,9 @@ class LlmLoad:
             samples = [r.ttft if record == "ttft" else r.e2el if record == "e2el" else r.tpot for r in done]
             self._request.getfixturevalue("gpubench").record(
                 [s for s in samples if s is not None], timer=f"llm_load:{record}",
-                metrics={**metrics.as_dict(), **check.as_dict()},
+                metrics={**metrics.as_dict(), **check.as_dict(),
+                         # the report plots TTFT and TPOT against it
+                         **({"max_concurrency": load_spec.max_concurrency} if load_spec.max_concurrency else {})},
             )
         return ServingReport(metrics, check, outcome)
 

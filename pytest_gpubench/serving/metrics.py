@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PERCENTILES = (50, 90, 95, 99)
+from ..metrics import PERCENTILES, distribution_key
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ class Distribution:
                    {p: float(np.percentile(ms, p)) for p in PERCENTILES})
 
     def as_dict(self, prefix: str) -> dict[str, float]:
-        out = {f"{prefix}_mean_ms": self.mean, f"{prefix}_median_ms": self.median, f"{prefix}_std_ms": self.std}
-        out.update({f"{prefix}_p{p}_ms": v for p, v in self.percentiles.items()})
+        # the keys are the registry's (pytest_gpubench/metrics.py), which the reports read them by
+        out = {distribution_key(prefix, "mean"): self.mean, distribution_key(prefix, "median"): self.median,
+               distribution_key(prefix, "std"): self.std}
+        out.update({distribution_key(prefix, f"p{p}"): v for p, v in self.percentiles.items()})
         return out
 
 
