@@ -15,6 +15,7 @@ from .baseline import Baseline
 from .gate import History, Verdict, judge
 from .matrix import TARGET_PARAM
 from .record import GPUBENCH_KEY, CellRecord, RecordVersionError, store_in_benchmark_session
+from .report.junit import cell_properties
 from .reports import record_of
 from .session import GpubenchSession
 
@@ -64,10 +65,16 @@ def ingest(session: GpubenchSession, report: pytest.TestReport) -> None:
         if record is not None:
             session.records.append(record)
             store_in_benchmark_session(session.benchmark_session, record)
+            report.user_properties.extend(cell_properties(record))
             if report.passed:
                 verdict = judge_cell(session, record)
                 if verdict is not None and verdict.failed:
                     fail_report(report, f"gpubench gate: {report.nodeid} {verdict.describe()}")
+    if report.when == "teardown" and is_cell(report):
+        # JUnit XML takes a testcase's properties from the report that closes it: the teardown's
+        record = next((r for r in reversed(session.records) if r.nodeid == report.nodeid), None)
+        if record is not None:
+            report.user_properties.extend(cell_properties(record))
     if report.failed and is_cell(report):
         note_failed_cell(session, report.nodeid)
 

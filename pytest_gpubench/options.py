@@ -29,7 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 CACHE_MODES = ("cold", "hot")
 CONFIG_KEYS = ("gpu", "max_time", "min_time", "min_samples", "stdrel", "warmup", "cache", "gate", "gate_alpha",
                "summary", "prices", "variants", "commits", "source", "matrix", "rounds", "interleave", "env_dir",
-               "lock_timeout", "modal", "gate_runs")
+               "lock_timeout", "modal", "gate_runs", "report")
 MATRIX_KEYS = ("variants", "commits", "source")  # what a matrix file may hold
 VARIANT_KEYS = ("env", "git", "ref", "path", "subdirectory", "requirements", "patch", "isolated", "baseline")
 
@@ -80,6 +80,9 @@ def add_options(parser: pytest.Parser) -> None:
                     "~/.cache/pytest-gpubench/envs).")
     group.addoption("--gpubench-rebuild-envs", dest="gpubench_rebuild_envs", action="store_true", default=False,
                     help="Rebuild every variant environment this run uses, even when the cache has it.")
+    group.addoption("--gpubench-report", dest="gpubench_report", metavar="DIR|no", default=None,
+                    help="Write the report folder (index.html, report.md, results.csv, plots) here after the run "
+                    "(default: gpubench-report in the rootdir); 'no' writes none.")
     group.addoption("--gpubench-lock-timeout", dest="gpubench_lock_timeout", metavar="SECONDS", default=None,
                     help="Fail a cell that waits longer than this for GPUs another process holds (default: wait).")
 
@@ -112,6 +115,21 @@ def parse_fraction(text: object, what: str) -> float:
     return value
 
 
+REPORT_OFF = ("no", "off", "false", "none")
+
+
+def parse_report_dir(value: object, what: str, base: Path, rootdir: Path) -> Path | None:
+    """The report folder: a path (relative to ``base``: the invocation folder for the option, the config file's for
+    the key), 'no' or false for none; by default gpubench-report in the rootdir."""
+    if value is None or value is True:
+        return rootdir / "gpubench-report"
+    if value is False or (isinstance(value, str) and value.strip().lower() in REPORT_OFF):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise pytest.UsageError(f"{what}: {value!r} is not a folder; write a path such as gpubench-report, or no")
+    return Path(_resolve_path(value.strip(), base))
+
+
 def parse_cache(text: object, what: str) -> str:
     if text not in CACHE_MODES:
         raise pytest.UsageError(f"{what}: {text!r} is not a cache mode; write cold or hot")
@@ -132,6 +150,7 @@ class Settings:
     env_dir: Path | None = None  # None: environments.default_env_dir()
     rebuild_envs: bool = False
     lock_timeout_s: float | None = None
+    report_dir: Path | None = None  # None: no report folder
 
 
 def find_config_file(config: pytest.Config) -> Path | None:
@@ -403,5 +422,8 @@ def load_settings(config: pytest.Config) -> Settings:
     if min_time > max_time:
         raise pytest.UsageError(f"min_time {min_time:g} s is above max_time {max_time:g} s; raise max_time or lower min_time")
     policy = SamplingPolicy(warmup_s=warmup, max_time_s=max_time, min_time_s=min_time, min_samples=min_samples, stdrel=stdrel)
+    value, origin = pick("gpubench_report", "report")
+    report_dir = parse_report_dir(value, origin, Path(config.invocation_params.dir) if origin.startswith("--")
+                                  else path.parent if path else Path(config.rootpath), Path(config.rootpath))
     return Settings(requests, policy, cache, catalog, matrix, gate, summary_path, rounds, interleave, env_dir,
-                    bool(config.getoption("gpubench_rebuild_envs")), lock_timeout)
+                    bool(config.getoption("gpubench_rebuild_envs")), lock_timeout, report_dir=report_dir)

@@ -20,8 +20,11 @@ from .ingest import ingest, note_missing_cells, nothing_measured
 from .matrix import (COMMIT_PARAM, TARGET_PARAM, VARIANT_PARAM, Commit, Variant, cell_params, comparison_key,
                      group_siblings, off_commit_target, parametrize_commits, parametrize_variants_and_target)
 from .record import CellResult, tidy_saved_json
+from .report.cost import add_costs_to_saved_json
+from .report.folder import report_line, write_run_report
+from .report.junit import register_junit
 from .report.markdown import write_gate_summary
-from .report.speedup import speedup_json, speedup_lines
+from .report.speedup import speedup_json
 from .report.terminal import gate_lines, summary_lines
 from .reports import attach
 from .schedule import CellScheduler
@@ -56,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                                 session.settings.interleave)
     register_heartbeats(config)
     register_interrupts(config)
+    register_junit(config)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's own answer, the CPU count
@@ -85,6 +89,13 @@ class SessionHooks:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.session.is_consumer:
             ingest(self.session, report)
+
+    @pytest.hookimpl(trylast=True)  # the run's last word: after pytest-benchmark's table and every other summary
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        line = report_line(self.session.config) if self.session.config is not None else None
+        if line is not None:
+            text, warning = line
+            terminalreporter.write_line(text, yellow=warning, bold=warning)
 
 
 @pytest.hookimpl(trylast=True)  # after @pytest.mark.parametrize, so the GPU comes last in ids
@@ -224,9 +235,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 @pytest.hookimpl
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Sequence[Any], output_json: dict[str, Any]) -> None:
     tidy_saved_json(benchmarks, output_json)
-    speedups = speedup_json(get_session(config).records)
+    records = get_session(config).records
+    speedups = speedup_json(records)
     if speedups["comparisons"]:
         output_json["gpubench"] = {"speedups": speedups}
+    add_costs_to_saved_json(records, output_json)
 
 
 @pytest.hookimpl
@@ -241,20 +254,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if gate is not None:
         note_missing_cells(state)
         state.summary_written_to = write_gate_summary(state, gate, session.config)
+    write_run_report(state, session.config)
 
 
-@pytest.hookimpl
+@pytest.hookimpl(tryfirst=True)  # the gpubench table comes before pytest-benchmark's, whatever order they loaded in
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = get_session(config)
     results = [CellResult(record) for record in state.records]
     if results:
         terminalreporter.section(f"gpubench: {len(results)} cell{'s' if len(results) != 1 else ''}", sep="-")
-        for line in summary_lines(results):
-            terminalreporter.write_line(line)
-    speedups = speedup_lines(state.records)
-    if speedups:
-        terminalreporter.section("gpubench: speed-ups over baseline", sep="-")
-        for line in speedups:
+        for line in summary_lines(results, verbose=config.option.verbose > 0):
             terminalreporter.write_line(line)
     if (empty := nothing_measured(state)) is not None:
         terminalreporter.write_line(empty + ("; the gate fails the run" if state.settings.gate else ""),

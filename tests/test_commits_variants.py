@@ -147,7 +147,7 @@ def test_each_variant_runs_its_own_code_in_an_environment_built_once(pytester: p
         assert row["low"] <= row["speedup"] <= row["high"]
     assert speedups["totals"]["human"]["improved"] == 1
     text = first.stdout.str()
-    assert "gpubench: speed-ups over baseline" in text
+    assert f"variants of commit {name}: median in " in text and "speed-up = baseline time / variant time" in text
     assert "human: over 1 commit, 1 comparison: 1 improved, 0 regressed, 0 unchanged" in text
 
     second = pytester.runpytest(*FAST_OPTIONS, "--benchmark-json=second.json")

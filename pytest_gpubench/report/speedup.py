@@ -154,6 +154,12 @@ def speedup_lines(records: Sequence[CellRecord]) -> list[str]:
                          r.verdict, r.evidence])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return lines + totals_lines(found)
+
+
+def totals_lines(found: Sequence[Comparison]) -> list[str]:
+    """One line per variant: how many comparisons it improved, regressed or left, and its geometric mean."""
+    lines = []
     commits = len({c.commit for c in found if c.commit and c.variants})
     scope = f"{commits} commit{'s' if commits != 1 else ''}, " if commits else ""
     for name, t in totals(found).items():

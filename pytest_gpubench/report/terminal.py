@@ -1,61 +1,65 @@
-"""The terminal summary: one row per cell with its median, precision, and throughput."""
+"""The terminal summary: one gpubench table, a part per group (kernels, collectives, serving, the variants of
+each commit), within 120 columns unless -v asks for every column at full width."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from ..gate import Verdict
-from ..measure.stats import format_seconds
 from ..record import CellResult
+from .cells import RunView
+from .tables import Table, group_tables
 
-RATE_COLUMNS = (
-    ("tflops", "TFLOP/s"),
-    ("pct_peak_tflops", "%peak"),
-    ("gbps", "GB/s"),
-    ("pct_peak_gbps", "%peak BW"),
-    ("tokens_per_s", "tok/s"),
-    ("items_per_s", "items/s"),
-    # serving cells (llm_load)
-    ("ttft_p99_ms", "TTFT p99 ms"),
-    ("tpot_median_ms", "TPOT ms"),
-    ("itl_median_ms", "ITL ms"),
-    ("output_token_throughput", "out tok/s"),
-    ("goodput", "goodput req/s"),
-    ("failed", "failed req"),
-)
+DEFAULT_WIDTH = 120
+MIN_CELL_WIDTH = 16
 
 
-def _rate(value: float) -> str:
-    return f"{value:.4g}" if value < 1e6 else f"{value:.3e}"
+def _shorten(text: str, width: int) -> str:
+    """Cut the middle: an id's start names the test and its end the target, both worth keeping."""
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: (keep + 1) // 2] + "\u2026" + text[len(text) - keep // 2:]
 
 
-def summary_lines(results: Sequence[CellResult]) -> list[str]:
-    used = [(key, title) for key, title in RATE_COLUMNS if any(key in r.metrics for r in results)]
-    show_work = len({r.work for r in results}) > 1  # only where cells do different amounts of work
-    header = ["cell", "median", "stdrel", "samples", "timer", *(["work"] if show_work else []),
-              *(title for _, title in used), "stopped because"]
-    rows = []
-    for r in results:
-        rows.append(
-            [
-                ("! " if r.flags else "") + r.nodeid.split("::", 1)[-1],
-                format_seconds(r.summary.median),
-                f"{r.summary.stdrel:.2%}" if r.summary.stdrel != float("inf") else "n/a",
-                str(r.summary.count if r.loops == 1 else f"{r.summary.count}x{r.loops}"),
-                f"{r.timer}/{r.cache}",
-                *([r.work or "-"] if show_work else []),
-                *(_rate(r.metrics[key]) if key in r.metrics else "-" for key, _ in used),
-                "; ".join([r.stop_reason, *r.flags]),
-            ]
-        )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    flagged = sum(bool(r.flags) for r in results)
+def render(table: Table, width: int | None) -> list[str]:
+    """The table's title, header and rows, columns two spaces apart; with a width, the first column (the cell
+    ids) gives way until the rows fit, and notes wrap."""
+    rows = [table.headers, *table.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(table.headers))]
+    if width is not None:
+        overflow = sum(widths) + 2 * (len(widths) - 1) - width
+        if overflow > 0:
+            widths[0] = max(MIN_CELL_WIDTH, widths[0] - overflow)
+    right = table.right_aligned
+    lines = [table.title]
+    for row in rows:
+        cells = [_shorten(row[0], widths[0]).ljust(widths[0])]
+        cells += [value.rjust(w) if right[i] else value.ljust(w)
+                  for i, (value, w) in enumerate(zip(row, widths)) if i > 0]
+        lines.append("  ".join(cells).rstrip())
+    for note in table.notes:
+        lines.extend(textwrap.wrap(note, width, subsequent_indent="    ") if width else [note])
+    return lines
+
+
+def summary_lines(results: Sequence[CellResult], verbose: bool = False, width: int = DEFAULT_WIDTH) -> list[str]:
+    """Every group's table, a blank line apart, then what the reader must know: flagged cells and the cost."""
+    view = RunView.of([r.record for r in results])
+    lines: list[str] = []
+    for table in group_tables(view, detail=verbose):
+        if lines:
+            lines.append("")
+        lines.extend(render(table, None if verbose else width))
+    flagged = sum(bool(c.flags) for c in view.cells)
     if flagged:
         lines.append(f"! {flagged} cell{'s' if flagged != 1 else ''} stopped noisier than the stdrel target or with "
                      "fewer samples than the minimum: read their figures with care (--gpubench-max-time gives them longer)")
+    if view.cost.usd is not None:
+        line = f"cost: {view.cost.describe()}"
+        lines.extend([line] if verbose else textwrap.wrap(line, width, subsequent_indent="    "))
     return lines
 
 
