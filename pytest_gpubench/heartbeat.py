@@ -141,6 +141,10 @@ class Heartbeat:
         return self._phase
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def elapsed_s(self) -> float:
         """Seconds since the current phase began."""
         return time.monotonic() - self._phase_started
@@ -204,7 +208,7 @@ def ticking(config: pytest.Config, cell: str, phase: str, detail: Callable[[], s
     stop = threading.Event()
 
     def tick() -> None:
-        while not stop.wait(heartbeat.due_in() or 0.01):
+        while not stop.wait(heartbeat.due_in() or 0.01) and not heartbeat.closed:
             if heartbeat.due_in() == 0.0:
                 heartbeat.beat(_describe(detail))
 

@@ -61,14 +61,16 @@ def write_gate_summary(session: GpubenchSession, gate: GatePolicy, config: pytes
             with open(step_summary, "a", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         except OSError as error:
-            return _not_written(config, where, error)
+            _warn_not_written(config, where, error)
+            return None
         return where
     path = session.settings.summary_path or Path(config.rootpath) / "gpubench-summary.md"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n", encoding="utf-8")
     except OSError as error:
-        return _not_written(config, str(path), error, path)
+        _warn_not_written(config, str(path), error, path)
+        return None
     return str(path)
 
 
@@ -82,11 +84,10 @@ def _reason(error: OSError, path: Path | None) -> str:
     return f"{error.strerror or type(error).__name__}: {error.filename}" if error.filename else str(error)
 
 
-def _not_written(config: pytest.Config, where: str, error: OSError, path: Path | None = None) -> None:
+def _warn_not_written(config: pytest.Config, where: str, error: OSError, path: Path | None = None) -> None:
     line = f"gpubench: WARNING: the gate summary was not written to {where}: {_reason(error, path)}"
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(line, yellow=True, bold=True)
     else:
         print(line, file=sys.stderr)
-    return None
