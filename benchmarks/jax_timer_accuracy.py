@@ -60,12 +60,12 @@ def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 20
     trace_dir = tempfile.mkdtemp()
     try:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-        pending = []
+        result = None
         for _ in range(calls):
-            pending.append(flush())
-            pending.append(fn(*args))
-        jax.block_until_ready(pending)
-        del pending
+            flush()
+            result = fn(*args)
+        jax.block_until_ready((result, flush()))
+        del result
         jax.profiler.stop_trace()
         (path,) = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
         with gzip.open(path, "rt") as handle:

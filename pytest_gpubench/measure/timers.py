@@ -265,13 +265,18 @@ class JaxDeviceTimer(JaxTimer):
         try:
             profiler.start_trace(trace_dir, create_perfetto_trace=True)
             try:
-                pending = [fn() for _ in range(loops * max(1, count // 4))]  # untimed: the GPU is busy before sample 0
+                # Only the newest outputs are kept: the stream runs in order, so waiting for the last boundary
+                # waits for everything, and an output dropped while queued is freed once its work is done
+                # (keeping them all ran an H200 out of memory on a 1 GiB add).
+                result = None
+                for _ in range(loops * max(1, count // 4)):  # untimed: the GPU is busy before sample 0
+                    result = fn()
                 for _ in range(count):
-                    pending.append(self._boundary())
-                    pending.extend(fn() for _ in range(loops))
-                pending.append(self._boundary())
-                self._jax.block_until_ready(pending)
-                del pending
+                    result = self._boundary()
+                    for _ in range(loops):
+                        result = fn()
+                self._jax.block_until_ready((result, self._boundary()))
+                del result
             finally:
                 profiler.stop_trace()
             return device_spans(trace_dir, count)
