@@ -3,8 +3,9 @@
 #
 #   GPUBENCH_CONSTRAINTS  highest (default): the newest versions pyproject.toml allows, as scripts/lock.sh last
 #                         resolved them, so the README's commands install the same everywhere; lowest: the oldest
-#                         it allows (the core and xdist: torch, jax and the serving stack are extras whose tests
-#                         skip without them). CI tests both (.ci/run).
+#                         it allows (the core, xdist, and the report and histogram extras, whose tests CI must run:
+#                         torch, jax and the serving stack are extras whose tests skip without them). CI tests both
+#                         (.ci/run).
 #   VENV                  the venv's folder, relative to the repository (default .venv)
 #   PYTHON                what makes a new venv: a command, or a version such as 3.10 (default python3)
 #
@@ -16,7 +17,7 @@ source "$root/scripts/_python.sh"
 constraints_set="${GPUBENCH_CONSTRAINTS:-highest}"
 case "$constraints_set" in
   highest) extras="torch,jax,xdist,test" ;;
-  lowest) extras="xdist" ;;
+  lowest) extras="xdist,report,histogram" ;;
   *) echo "GPUBENCH_CONSTRAINTS=$constraints_set: use highest or lowest" >&2; exit 2 ;;
 esac
 constraints="$root/constraints/$constraints_set.txt"

@@ -4,13 +4,15 @@
 # allows); a package that differs between the two gets a line for each. Run it after changing the dependencies
 # in pyproject.toml, then both test runs (bash .ci/run), and commit the files with the change.
 #   highest: the newest versions pyproject.toml allows, torch at 2.13.0 (the CPU hosts' pin)
-#   lowest:  the oldest versions of the direct dependencies (LOWEST), the rest as pip resolves them
+#   lowest:  the oldest versions of the direct dependencies and the report and histogram extras (LOWEST), the rest
+#            as pip resolves them
 # Both pin pip and setuptools too: a venv's own tools, which environment builds (--no-build-isolation) use.
 # torch's CUDA stack (nvidia-*, triton) is left out: on a GPU host the host's torch build decides it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_python.sh
-LOWEST=("pytest==8.1.1" "pytest-benchmark==5.3.0" "pytest-xdist==3.5.0" "numpy==1.24.0" "tomli==2.0.0; python_version < '3.11'")
+LOWEST=("pytest==8.1.1" "pytest-benchmark==5.3.0" "pytest-xdist==3.5.0" "numpy==1.24.0" "tomli==2.0.0; python_version < '3.11'"
+        "matplotlib==3.7.0" "pygal==3.0.0" "pygaljs==1.0.0")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for version in 3.11 3.10; do
@@ -19,7 +21,7 @@ for version in 3.11 3.10; do
   "$work/venv-$version/bin/python" -m pip install -q --dry-run --ignore-installed --report "$work/highest-$version.json" \
     "torch==2.13.0" ".[torch,jax,xdist,test]"
   "$work/venv-$version/bin/python" -m pip install -q --dry-run --ignore-installed --report "$work/lowest-$version.json" \
-    "${LOWEST[@]}" ".[xdist]" setuptools
+    "${LOWEST[@]}" ".[xdist,report,histogram]" setuptools
 done
 for set in highest lowest; do
   python3 - "$work/$set-3.11.json" "$work/$set-3.10.json" "$work/venv-3.11/bin/python" > "constraints/$set.txt" <<'PY'
