@@ -1,4 +1,5 @@
-"""A report folder from saved runs: ``python -m pytest_gpubench.report RUN.json [RUN.json ...] --out DIR``.
+"""A report folder from saved runs: ``python -m pytest_gpubench.report RUN.json [RUN.json ...] --out DIR``; it prints
+the gpubench table of their cells too.
 
 Any file written by ``--benchmark-json`` or ``--benchmark-save`` will do; the cells of several files make one
 report (a cell in two files is taken from the later). ``--baseline OLD.json`` adds the run-vs-baseline chart."""
@@ -10,9 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..record import CellResult
 from .folder import machines_of, write_report_folder
 from .report_md import RunInfo
 from .saved import SavedRun, SavedRunError, read_saved_run, records_of
+from .terminal import summary_lines
 
 
 def saved_info(runs: Sequence[SavedRun]) -> RunInfo:
@@ -38,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the folder to write (default: gpubench-report)")
     parser.add_argument("--baseline", type=Path, default=None, metavar="OLD.json",
                         help="a saved run to compare against: adds the run-vs-baseline chart")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the table with every column, at full width")
     args = parser.parse_args(argv)
     try:
         runs = [read_saved_run(path) for path in args.runs]
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
+    for line in summary_lines([CellResult(r) for r in records], verbose=args.verbose):
+        print(line)
     print(f"gpubench: report in {folder.describe()}")
     return 0
 

@@ -46,13 +46,13 @@ def describe_run(view: RunView, info: RunInfo) -> list[str]:
     lines = [f"{cells} cell{'s' if cells != 1 else ''} from {info.source}"
              + (f", {info.when}" if info.when else "") + "."]
     if info.machines:
-        lines.append(f"Measured on {', '.join(info.machines)}" + (f", commit `{info.commit}`" if info.commit else "")
+        lines.append(f"Measured on {', '.join(info.machines)}" + (f", commit {info.commit}" if info.commit else "")
                      + ".")
     if view.cost.usd is not None:
         lines.append(f"Cost: {view.cost.describe()}.")
     flagged = [c for c in view.cells if c.flags]
     if flagged:
-        lines.append(f"{len(flagged)} cell{'s' if len(flagged) != 1 else ''} marked `!` stopped noisier than the stdrel "
+        lines.append(f"{len(flagged)} cell{'s' if len(flagged) != 1 else ''} marked ! stopped noisier than the stdrel "
                      "target or with fewer samples than the minimum: read their figures with care.")
     return lines
 
