@@ -262,6 +262,8 @@ class JaxDeviceTimer(JaxTimer):
     def _queue_filler(self, fn: Callable[[], Any], seconds: float = 0.1) -> None:
         """Queue about ``seconds`` of untimed calls without waiting: device time by the last batch's figure,
         and never more host time than that (a launch-bound call cannot keep the GPU busy anyway)."""
+        if self._device_s_per_call <= 0:
+            return  # no figure yet (the first call): queueing blind could bury the next batch
         clock = time.perf_counter
         start = clock()
         queued = 0
