@@ -66,7 +66,7 @@ ProgressCallback = Callable[[str, int, float, float], None]  # (phase, samples, 
 
 
 def _batch_size(timer: Timer, wall_per_sample_s: float, limit: int) -> int:
-    size = int(BATCH_SECONDS / max(wall_per_sample_s, 1e-9))
+    size = int((timer.batch_s or BATCH_SECONDS) / max(wall_per_sample_s, 1e-9))
     return max(1, min(size, limit))
 
 

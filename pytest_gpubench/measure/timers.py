@@ -35,6 +35,7 @@ class Timer(abc.ABC):
     # the smallest difference one sample can show: host clocks' own, CUDA events' about 0.5 us (CUDA's
     # documentation of cudaEventElapsedTime); a change per call smaller than resolution / loops is noise
     resolution_s: float = time.get_clock_info("perf_counter").resolution
+    batch_s: float = 0.0  # how long one batch of samples should last; 0: the sampler's default
 
     def __init__(self, cache: CacheMode) -> None:
         self.cache = cache
@@ -234,14 +235,16 @@ class JaxDeviceTimer(JaxTimer):
     256 MB L2 flush, in hot mode a one-element add), then the sample's ``loops`` calls, then the next
     boundary... and a wait only at the end, so the GPU never idles between samples and runs at the
     clocks it sustains under load (an idle gap lets a power-limited kernel run faster: docs/RESULTS.md).
-    A few untimed calls go first, and about 0.1 s of untimed calls go last — they run while the host stops
-    this batch's trace and starts the next — so the GPU does not idle between batches either (without them
-    a bf16 8192³ product read 9-13 % faster than under sustained load on an H200). A sample's time is
+    Stopping a trace waits for the GPU, so each batch starts from a rested GPU: 0.5 s of untimed calls go
+    first (without them a bf16 8192³ product on an H200 read 1.33 ms, against 1.51 ms after 0.3 s of load),
+    and batches last 0.5 s, so there are few such starts. A sample's time is
     the span of the GPU work between two boundaries: first kernel start to last kernel end, on the GPU's
     timestamps. Dispatch, Python and the wait fall outside, as CUDA events leave them outside for torch."""
 
     name = "jax_profiler_device"
     on_cpu = False
+    batch_s = 0.5  # each batch is a trace, and each trace starts after a gap: long batches, few gaps
+    LEAD_IN_S = 0.5  # untimed work before a batch's first sample: a power-limited kernel settles in ~0.5 s
     resolution_s = 1e-6  # the trace's kernel records are in microseconds with three decimals
 
     def __init__(self, cache: CacheMode) -> None:
@@ -259,18 +262,6 @@ class JaxDeviceTimer(JaxTimer):
         self._jax.block_until_ready(self._boundary())
         self._device_s_per_call = 0.0
 
-    def _queue_filler(self, fn: Callable[[], Any], seconds: float = 0.1) -> None:
-        """Queue about ``seconds`` of untimed calls without waiting: device time by the last batch's figure,
-        and never more host time than that (a launch-bound call cannot keep the GPU busy anyway)."""
-        if self._device_s_per_call <= 0:
-            return  # no figure yet (the first call): queueing blind could bury the next batch
-        clock = time.perf_counter
-        start = clock()
-        queued = 0
-        while clock() - start < seconds and queued * self._device_s_per_call < seconds:
-            fn()
-            queued += 1
-
     def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]:
         import shutil
         import tempfile
@@ -284,14 +275,16 @@ class JaxDeviceTimer(JaxTimer):
                 # waits for everything, and an output dropped while queued is freed once its work is done
                 # (keeping them all ran an H200 out of memory on a 1 GiB add).
                 result = None
-                for _ in range(loops * max(1, count // 4)):  # untimed: the GPU is busy before sample 0
+                # untimed, so that sample 0 finds the GPU at the clocks it sustains, not those of a rested one
+                lead_in = (math.ceil(self.LEAD_IN_S / self._device_s_per_call) if self._device_s_per_call > 0
+                           else max(1, count // 4) * loops)
+                for _ in range(min(lead_in, 100_000)):
                     result = fn()
                 for _ in range(count):
                     result = self._boundary()
                     for _ in range(loops):
                         result = fn()
                 self._jax.block_until_ready((result, self._boundary()))
-                self._queue_filler(fn)
             finally:
                 profiler.stop_trace()
             spans = device_spans(trace_dir, count)
