@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_python.sh
 LOWEST=("pytest==8.1.1" "pytest-benchmark==5.3.0" "pytest-xdist==3.5.0" "numpy==1.24.0" "tomli==2.0.0; python_version < '3.11'"
-        "matplotlib==3.7.0" "pygal==3.0.0" "pygaljs==1.0.0")
+        "matplotlib==3.7.0" "pygal==3.0.1" "pygaljs==1.0.0")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for version in 3.11 3.10; do

@@ -24,8 +24,10 @@ esac
 
 @pytest.fixture(autouse=True)
 def _inner_runs_are_not_xdist_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """When this suite runs under xdist, inner pytester runs must not believe they are xdist workers."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    """When this suite runs under xdist, inner pytester runs must not believe they are xdist workers; nor that
+    they run in CI, where pytest prints whole failure messages in the short summary (tests read its lines).
+    tests/report_support.py reads CI when it is imported, before this runs."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "CI", "BUILD_NUMBER"):
         monkeypatch.delenv(name, raising=False)
 
 
