@@ -109,7 +109,7 @@ def concurrency_figure(cells: Sequence[Cell]) -> Figure | None:
         title = title_of(distribution_key(name, "p50")).split()[0]
         for index, (label, members) in enumerate(series.items()):
             colour = COLOURS[index % len(COLOURS)]
-            x = [c.concurrency for c in members]
+            x = [c.concurrency or 0.0 for c in members]  # every member has one: the series were built so
             for stat, style in (("p50", "-"), ("p99", "--")):
                 key = distribution_key(name, stat)
                 y = [c.values.get(key, math.nan) for c in members]
