@@ -272,7 +272,7 @@ def test_busy_wait_of_one_millisecond_measures_one_millisecond(pytester: pytest.
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        ("gpubench(fn, timer='gpu')", "ValueError: timer='gpu'; use one of auto, cuda, jax, cpu"),
+        ("gpubench(fn, timer='gpu')", "ValueError: timer='gpu'; use one of auto, cuda, jax, jax_host, cpu"),
         ("gpubench(fn, cache='warm')", "ValueError: cache='warm'; use cold or hot"),
         ("gpubench(fn, flops=-1)", "ValueError: flops= must be >= 0, got -1"),
         ("gpubench(fn, gpus=0)", "ValueError: gpus= must be >= 1, got 0"),
