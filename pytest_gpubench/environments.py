@@ -244,8 +244,12 @@ class EnvironmentCache:
                 log_file.write(f"layered on: {', '.join(_base_site_dirs())}\n")
             pip = [self.base_python, "-m", "pip", "--python", str(env_python), "install", "--no-input",
                    "--disable-pip-version-check"]
-            if not recipe.isolated:
+            if not recipe.isolated and _has_build_backend(env_python):
                 pip.append("--no-build-isolation")  # the base's build backends: fast, and works offline
+            elif not recipe.isolated:
+                # Python 3.12+ venvs carry no setuptools, 3.10's has no bdist_wheel: pip builds in isolation,
+                # which fetches the backend from the package index (or pip's cache)
+                log_file.write("the base interpreter has no setuptools with bdist_wheel: building in isolation\n")
             if recipe.isolated:
                 step("install pytest-gpubench", [*pip, *_gpubench_requirements()])
             if recipe.source is not None:
@@ -272,6 +276,13 @@ class EnvironmentCache:
                 "built_at": time.time(),
             }, indent=2))
             log_file.write("ready\n")
+
+
+def _has_build_backend(python: Path) -> bool:
+    """Whether ``python`` (a layered environment, seeing the base's packages) can build a setuptools project
+    without fetching anything: setuptools with its bdist_wheel command."""
+    probe = "import setuptools, importlib.util as u; raise SystemExit(u.find_spec('setuptools.command.bdist_wheel') is None)"
+    return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
 
 
 def _outside_any_repo(folder: Path) -> dict[str, str]:
