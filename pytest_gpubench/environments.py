@@ -281,7 +281,8 @@ class EnvironmentCache:
 def _has_build_backend(python: Path) -> bool:
     """Whether ``python`` (a layered environment, seeing the base's packages) can build a setuptools project
     without fetching anything: setuptools with its bdist_wheel command."""
-    probe = "import setuptools, importlib.util as u; raise SystemExit(u.find_spec('setuptools.command.bdist_wheel') is None)"
+    probe = ("import setuptools, importlib.util as u; "  # bdist_wheel lives in setuptools from 70.1, before in wheel
+             "raise SystemExit(u.find_spec('setuptools.command.bdist_wheel') is None and u.find_spec('wheel') is None)")
     return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
 
 
