@@ -2,14 +2,15 @@
 # Regenerate docs/example-report (the README's example) from the H200 runs saved in docs/results, and its
 # screenshot with headless Chromium (Debian: apt-get install chromium). tests/test_report_cli.py checks that the
 # committed folder is what this makes.
-#   run:      the suites on H200:1 under -n 4, the suites on H200:4, a variant pair in interleaved rounds
-#   baseline: the same H200:1 suites under -n 0, for the run-vs-baseline chart
+#   run:      the kernel and serving suites on one H200 (suites_h200_serving.json), the suites on H200:4 (the
+#             collectives), a variant pair in interleaved rounds
+#   baseline: an earlier run of the H200:1 suites, for the run-vs-baseline chart
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 out=docs/example-report
 "$venv/bin/python" -m pytest_gpubench.report \
-  docs/results/suites_h200x4_gpu_H200-1_n4.json docs/results/suites_h200x4_gpu_H200-4.json \
+  docs/results/suites_h200_serving.json docs/results/suites_h200x4_gpu_H200-4.json \
   docs/results/variant_envs_h200_interleaved.json \
   --baseline docs/results/suites_h200x4_gpu_H200-1_n0.json --out "$out"
 profile="$(mktemp -d)"

@@ -14,7 +14,7 @@ from report_support import REPO
 
 RESULTS = REPO / "docs" / "results"
 EXAMPLE = REPO / "docs" / "example-report"
-RUNS = ["suites_h200x4_gpu_H200-1_n4.json", "suites_h200x4_gpu_H200-4.json", "variant_envs_h200_interleaved.json"]
+RUNS = ["suites_h200_serving.json", "suites_h200x4_gpu_H200-4.json", "variant_envs_h200_interleaved.json"]
 BASELINE = "suites_h200x4_gpu_H200-1_n0.json"
 
 
@@ -53,8 +53,13 @@ def test_a_report_from_saved_runs(example: Path) -> None:
     speedups = json.loads((RESULTS / "variant_envs_h200_interleaved.json").read_text())["gpubench"]["speedups"]
     recorded = speedups["comparisons"][0]["variants"][0]
     assert f"| {recorded['speedup']:.3f}x | [{recorded['low']:.3f}, {recorded['high']:.3f}] | improved |" in text
-    assert {p.name for p in (example / "plots").glob("*.png")} == {"speedups.png", "peak_share.png", "cost.png",
-                                                                  "run_vs_baseline.png"}
+    serving = rows["bench_suites/test_serving.py::test_serving[transformers-4-H200:1]"]
+    assert serving["group"] == "serving" and serving["max_concurrency"] == "4"
+    tokens_per_s = float(serving["output_token_throughput [tok/s]"])
+    assert float(serving["usd_per_1k_tokens [USD/1k tok]"]) == pytest.approx(4.54 / 3600 / tokens_per_s * 1000)
+    assert {p.name for p in (example / "plots").glob("*.png")} == {
+        "latency_cdf.png", "serving_vs_concurrency.png", "speedups.png", "peak_share.png", "cost.png",
+        "run_vs_baseline.png"}
 
 
 def test_the_committed_example_is_what_the_saved_runs_make(example: Path) -> None:

@@ -17,8 +17,7 @@ def test_benchmark_histogram_draws_the_cells(pytester: pytest.Pytester) -> None:
         def test_h(gpubench, n):
             gpubench.record([0.001 * n * (1 + 0.01 * i) for i in range(10)])
     """)
-    # in a process of its own: pygal imports the importlib_metadata backport, which disables the standard
-    # library's distribution finder for good, so later in-process runs would find no pytest plugin
+    # in a process of its own: pygal imports the importlib_metadata backport (see require_module)
     result = pytester.runpytest_subprocess("--gpu=cpu", "-p", "no:cacheprovider", "--gpubench-report=no",
                                            "--benchmark-histogram=hist")
     result.assert_outcomes(passed=2)

@@ -41,6 +41,7 @@ def test_ttft_and_tpot_against_concurrency() -> None:
     assert ttft.get_xlabel() == tpot.get_xlabel() == "concurrency (requests in flight)"
     assert ttft.get_ylabel() == "TTFT (ms)" and tpot.get_ylabel() == "TPOT (ms)"
     assert ttft.get_xscale() == "log"
+    assert [t.get_text() for t in ttft.get_xticklabels()] == ["1", "8"]  # the levels themselves, not powers of 2
     labels = sorted(line.get_label() for line in ttft.get_lines())
     # one series per engine, the concurrency taken out of its id; p50 and p99 each
     assert labels == ["test_serving[sglang-H200:1] p50", "test_serving[sglang-H200:1] p99",

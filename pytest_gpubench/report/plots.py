@@ -115,6 +115,9 @@ def concurrency_figure(cells: Sequence[Cell]) -> Figure | None:
                 y = [c.values.get(key, math.nan) for c in members]
                 axes.plot(x, y, style, marker="o", color=colour, label=f"{label} {stat}")
         axes.set_xscale("log", base=2)
+        levels = sorted({c.concurrency or 0.0 for members in series.values() for c in members})
+        axes.set_xticks(levels, [f"{level:g}" for level in levels])  # 1, 4, 16: not 2^0, 2^2, 2^4
+        axes.minorticks_off()
         axes.set_xlabel("concurrency (requests in flight)")
         axes.set_ylabel(f"{title} (ms)")
         axes.set_title(f"{title} p50 (solid) and p99 (dashed)")

@@ -54,11 +54,14 @@ def summary_lines(results: Sequence[CellResult], verbose: bool = False, width: i
             lines.append("")
         lines.extend(render(table, None if verbose else width))
     flagged = sum(bool(c.flags) for c in view.cells)
+    closing = []
     if flagged:
-        lines.append(f"! {flagged} cell{'s' if flagged != 1 else ''} stopped noisier than the stdrel target or with "
-                     "fewer samples than the minimum: read their figures with care (--gpubench-max-time gives them longer)")
+        closing.append(f"! {flagged} cell{'s' if flagged != 1 else ''} stopped noisier than the stdrel target or with "
+                       "fewer samples than the minimum: read their figures with care (--gpubench-max-time gives them "
+                       "longer)")
     if view.cost.usd is not None:
-        line = f"cost: {view.cost.describe()}"
+        closing.append(f"cost: {view.cost.describe()}")
+    for line in closing:
         lines.extend([line] if verbose else textwrap.wrap(line, width, subsequent_indent="    "))
     return lines
 
