@@ -6,6 +6,7 @@ nothing for it), so tests read its axes; :func:`draw_plots` saves them as PNG fi
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import math
 import re
@@ -274,4 +275,8 @@ def draw_plots(view: RunView, folder: Path, baseline: RunView | None = None, bas
         folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder / file, dpi=DPI)
         drawn.append(Plot(f"{folder.name}/{file}", title, caption))
+    if drawn:
+        # a figure is a web of reference cycles: collect them now, not in the middle of whatever this process
+        # measures next (pytester runs, a notebook)
+        gc.collect()
     return drawn
