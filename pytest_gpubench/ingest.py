@@ -98,7 +98,9 @@ def different_hardware(session: GpubenchSession, record: CellRecord, baseline: B
 
 def history_of(nodeid: str, baseline: Baseline) -> History:
     """The cell in every saved run the gate reads, newest first (the baseline has it; earlier runs may not)."""
-    labels, run_medians, round_medians = [], [], []
+    labels: list[str] = []
+    run_medians: list[float] = []
+    round_medians: list[float] = []
     for label, benchmarks in ((baseline.label, baseline.benchmarks), *((r.label, r.benchmarks) for r in baseline.earlier)):
         bench = benchmarks.get(nodeid)
         if bench is None:

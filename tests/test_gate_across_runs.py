@@ -31,6 +31,10 @@ def test_python_loop(gpubench):
 
 def test_torch_matmul(gpubench):
     torch = pytest.importorskip("torch")
+    # one thread: with two OpenMP threads on two cores, a neighbour on one core makes the other spin at the
+    # barrier, and this product went from 65 us to 16 ms for a whole run (every round), which no gate can
+    # tell from a regression
+    torch.set_num_threads(1)
     a = torch.randn(192, 192)
     gpubench(torch.matmul, a, a, flops=2 * 192**3, dtype="fp32")
 """
@@ -87,12 +91,15 @@ def test_ten_a_a_comparisons_flag_nothing_and_a_slower_cell_fails_every_time(pyt
     pytester.makepyfile(test_suite=SUITE)
     for _ in range(3):  # the saved runs a comparison is judged against
         pytester.runpytest(*ROUNDS, "--benchmark-autosave").assert_outcomes(passed=2)
+    cores = len(os.sched_getaffinity(0))
     for _ in range(10):  # each saved in turn, as a main branch's CI saves its runs: the baselines roll
+        overloaded = os.getloadavg()[0] > 1.5 * cores  # others' work, not ours: we run one process at a time
         result = pytester.runpytest(*ROUNDS, *GATE, "--benchmark-autosave")
+        if overloaded:
+            continue  # a machine others load past 1.5x its cores slows a run as a regression would
         assert result.ret == pytest.ExitCode.OK, result.stdout.str()
         assert "regressed" not in result.stdout.str()
     monkeypatch.setenv("SLOWDOWN", "1.25")
-    cores = len(os.sched_getaffinity(0))
     for _ in range(3):
         overloaded = os.getloadavg()[0] > 1.5 * cores  # others' work, not ours: we run one process at a time
         result = pytester.runpytest(*ROUNDS, *GATE)
