@@ -68,14 +68,13 @@ def read_run(path: Path) -> dict[str, Any]:
     return document
 
 
-def _storage_files(benchmark_session: Any) -> list[Path]:
-    storage = getattr(benchmark_session, "storage", None)
-    query = getattr(storage, "query", None)
+def _saved_runs(benchmark_session: Any, *globs: str) -> list[Path]:
+    """The saved run files pytest-benchmark's storage finds (all of them, or those ``globs`` match), oldest first."""
+    query = getattr(getattr(benchmark_session, "storage", None), "query", None)
     if query is None:  # a storage that is not files (elasticsearch): nothing to check here
         return []
-    compare = getattr(benchmark_session, "compare", None)
     try:
-        return [Path(p) for p in (query() if compare is True else query(compare))]
+        return sorted(Path(p) for p in query(*globs))
     except Exception:  # noqa: BLE001 - pytest-benchmark already reported what it could not query
         return []
 
@@ -93,8 +92,9 @@ def load_baseline(benchmark_session: Any, runs: int = 1) -> Baseline | None:
 
     Raises BaselineError when the run it should have chosen is unreadable or of the wrong shape; an earlier
     run that is unreadable is left out."""
-    files = _storage_files(benchmark_session)
-    if getattr(benchmark_session, "compare", None) is True and files:
+    compare = getattr(benchmark_session, "compare", None)
+    files = _saved_runs(benchmark_session) if compare is True else _saved_runs(benchmark_session, str(compare))
+    if compare is True and files:
         files = files[-1:]  # pytest-benchmark compares against the newest run only
     for file in files:
         read_run(file)  # raises with the file's name on the first that is not a run
@@ -108,7 +108,7 @@ def load_baseline(benchmark_session: Any, runs: int = 1) -> Baseline | None:
     machine_info = read_run(file).get("machine_info", {}) if file.is_file() else {}
     earlier: list[SavedRun] = []
     if runs > 1 and getattr(benchmark_session, "compare", None) is True and file.is_file():
-        for older in reversed([f for f in _all_runs(benchmark_session) if f.name < file.name]):
+        for older in reversed([f for f in _saved_runs(benchmark_session) if f.name < file.name]):
             if len(earlier) == runs - 1:
                 break
             try:
@@ -119,10 +119,3 @@ def load_baseline(benchmark_session: Any, runs: int = 1) -> Baseline | None:
                 earlier.append(SavedRun(older.name, {b["fullname"]: b for b in document["benchmarks"]}))
     return Baseline(Path(path).name, machine_info, dict(benchmarks), tuple(earlier))
 
-
-def _all_runs(benchmark_session: Any) -> list[Path]:
-    query = getattr(getattr(benchmark_session, "storage", None), "query", None)
-    try:
-        return sorted(Path(p) for p in query()) if query is not None else []
-    except Exception:  # noqa: BLE001 - pytest-benchmark already reported what it could not query
-        return []

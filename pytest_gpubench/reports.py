@@ -4,13 +4,21 @@ that crashed)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
 from .record import REPORT_ATTRIBUTE, CellRecord, merge_rounds
+
+
+def log_dir_for(config: pytest.Config, nodeid: str) -> Path:
+    """Where a cell's full logs go (servers', runners'): the paths its failed reports name."""
+    safe = re.sub(r"[^A-Za-z0-9_.\-\[\]:]+", "_", nodeid).replace("::", "--").replace(":", "_")
+    return Path(config.rootpath) / "gpubench-logs" / safe
 
 
 def record_of(report: pytest.TestReport) -> CellRecord | None:

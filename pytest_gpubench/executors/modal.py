@@ -41,8 +41,8 @@ from typing import Any, Protocol
 import pytest
 
 from ..hardware import Target
-from ..reports import attach, failure_reports, record_of
-from .subprocess import log_dir_for, reports_from_runner, runner_argv
+from ..reports import attach, failure_reports, log_dir_for, record_of
+from .subprocess import reports_from_runner, runner_argv
 
 PROJECT_DIR = "/root/project"
 MODELS_DIR = "/models"

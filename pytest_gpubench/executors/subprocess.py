@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from ..environments import EnvBuildError, Environment, EnvironmentCache, EnvRecipe
 from ..hardware import Target
-from ..reports import attach, failure_reports, record_of
+from ..reports import attach, failure_reports, log_dir_for, record_of
 from .local import GpuLockTimeout, LocalExecutor, visible_devices
 
 RUNNER_ENV = "GPUBENCH_RUNNER_ENV"  # in a runner: the environment whose cells run in-process there
@@ -39,11 +38,6 @@ FORWARDED_OPTIONS = {
     "gpubench_commit": "--gpubench-commit", "gpubench_variant": "--gpubench-variant",
     "gpubench_env_dir": "--gpubench-env-dir",
 }
-
-
-def log_dir_for(config: pytest.Config, nodeid: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.\-\[\]:]+", "_", nodeid).replace("::", "--").replace(":", "_")
-    return Path(config.rootpath) / "gpubench-logs" / safe
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -4,7 +4,6 @@ fails the cell with its class first and the server's full stdout and stderr atta
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.error
 import urllib.parse
@@ -12,13 +11,13 @@ import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 from ..hardware import Target
 from ..heartbeat import ticking
+from ..reports import log_dir_for
 from .engines import engine_launch
 from .failures import ServerFailure
 from .loadgen import LoadOutcome, LoadSpec, run_load
@@ -39,11 +38,6 @@ def fail_cell(message: str, servers: Sequence[RunningServer] = ()) -> NoReturn:
     inside an ``except``, pytest.fail prints the failure twice ("During handling of the above exception...")."""
     secrets = {*secret_values(), *(value for server in servers for value in server.secrets)}
     raise pytest.fail.Exception(redact(message, tuple(sorted(secrets, key=len, reverse=True))), pytrace=False) from None
-
-
-def log_dir_for(config: pytest.Config, nodeid: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.\-\[\]:]+", "_", nodeid).replace("::", "--").replace(":", "_")
-    return Path(config.rootpath) / "gpubench-logs" / safe
 
 
 class LlmServerFactory:
