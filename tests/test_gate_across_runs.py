@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -85,10 +86,52 @@ def test_without_rounds_the_gate_says_its_evidence_is_one_run() -> None:
     assert "raw samples of one run each; --gpubench-rounds gives evidence across runs" in verdict.describe()
 
 
-def machine_busy() -> bool:
-    """Whether others keep at least half a core busy besides this test (which runs one process at a time):
-    a CPU hog beside a Python loop on 2 cores spread its rounds 17 % apart."""
-    return os.getloadavg()[0] > 1.5 + 0.25 * (len(os.sched_getaffinity(0)) - 2)
+class NeighbourLoad:
+    """The CPU time others took while a block ran: every core's non-idle time from /proc/stat (steal
+    included: a hypervisor's other guests take it) less this process's own. A load average alone missed a CI
+    run whose matmul cell read 10 % slower in one run: it lags by a minute and does not see steal."""
+
+    def __init__(self) -> None:
+        self.cores_busy = 0.0  # others' core-seconds per second of wall time
+        self.steal = 0.0  # the share of the machine's time its hypervisor gave elsewhere
+
+    @staticmethod
+    def _machine() -> tuple[float, float, float]:
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        steal = fields[7] if len(fields) > 7 else 0
+        tick = os.sysconf("SC_CLK_TCK")
+        return (sum(fields[:8]) - idle) / tick, steal / tick, sum(fields[:8]) / tick
+
+    def __enter__(self) -> NeighbourLoad:
+        self._start = (self._machine(), os.times(), time.monotonic())
+        self._load_before = os.getloadavg()[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (busy0, steal0, all0), times0, wall0 = self._start
+        busy1, steal1, all1 = self._machine()
+        times1 = os.times()
+        wall = max(time.monotonic() - wall0, 1e-3)
+        own = (times1.user + times1.system + times1.children_user + times1.children_system
+               - times0.user - times0.system - times0.children_user - times0.children_system)
+        self.cores_busy = max(0.0, (busy1 - busy0) - own) / wall
+        self.steal = (steal1 - steal0) / max(all1 - all0, 1e-3)
+
+    @property
+    def busy(self) -> bool:
+        """Others kept half a core busy beside this test (which runs one process at a time: a CPU hog beside a
+        Python loop on 2 cores spread its rounds 17 % apart), or the hypervisor took over 5 % of the time, or
+        the load average said the machine was loaded when the block began."""
+        loaded_before = self._load_before > 1.5 + 0.25 * (len(os.sched_getaffinity(0)) - 2)
+        return self.cores_busy > 0.5 or self.steal > 0.05 or loaded_before
+
+    def __str__(self) -> str:
+        return f"others used {self.cores_busy:.2f} cores, steal {self.steal:.1%}"
+
+
+def verdicts(result: pytest.RunResult) -> str:
+    return "\n".join(line for line in result.stdout.lines if line.startswith("test_suite.py::"))
 
 
 def test_ten_a_a_comparisons_flag_nothing_and_a_slower_cell_fails_every_time(pytester: pytest.Pytester,
@@ -97,25 +140,35 @@ def test_ten_a_a_comparisons_flag_nothing_and_a_slower_cell_fails_every_time(pyt
     pytester.makepyfile(test_suite=SUITE)
     for _ in range(3):  # the saved runs a comparison is judged against
         pytester.runpytest(*ROUNDS, "--benchmark-autosave").assert_outcomes(passed=2)
+    judged = {"A/A": 0, "slowdown": 0}
     for _ in range(10):  # each saved in turn, as a main branch's CI saves its runs: the baselines roll
-        busy = machine_busy()
-        result = pytester.runpytest(*ROUNDS, *GATE, "--benchmark-autosave")
-        if busy:
+        with NeighbourLoad() as load:
+            result = pytester.runpytest(*ROUNDS, *GATE, "--benchmark-autosave")
+        if load.busy:
             continue  # others' load slows a whole run as a regression would: no gate can tell them apart
-        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-        assert "regressed" not in result.stdout.str()
+        assert result.ret == pytest.ExitCode.OK, f"{load}\n{result.stdout.str()}"
+        assert "regressed" not in result.stdout.str(), f"{load}\n{verdicts(result)}"
+        judged["A/A"] += 1
     monkeypatch.setenv("SLOWDOWN", "1.25")
     for _ in range(3):
-        busy = machine_busy()
-        result = pytester.runpytest(*ROUNDS, *GATE)
+        with NeighbourLoad() as load:
+            result = pytester.runpytest(*ROUNDS, *GATE)
         verdict = next(line for line in result.stdout.lines if line.startswith("test_suite.py::test_python_loop[cpu]: "))
-        if busy and " unstable: " in verdict:
-            # a neighbour spreads the rounds past what the threshold allows: the gate says it cannot judge,
-            # which is its documented answer; on a machine nobody else loads (CI), the slowdown must be caught
+        if load.busy:
+            # a neighbour slows or spreads the rounds: the matmul's own A/A comparison may read slower, and the
+            # loop may be 'unstable', which is the gate's documented answer; on a machine nobody else loads,
+            # the slowdown must be caught and nothing else flagged
             continue
-        result.assert_outcomes(passed=1, failed=1)
+        assert " regressed: " in verdict and "evidence: 5 rounds against 15 of 3 runs" in verdict, \
+            f"{load}\n{verdicts(result)}"
         assert "FAILED test_suite.py::test_python_loop[cpu] - gpubench gate" in result.stdout.str()
-        assert " regressed: " in verdict and "evidence: 5 rounds against 15 of 3 runs" in verdict
+        # the gate lists only cells it did not find unchanged
+        matmul = next((line for line in result.stdout.lines if line.startswith("test_suite.py::test_torch_matmul")), "")
+        assert " regressed: " not in matmul, f"an A/A comparison flagged; {load}\n{verdicts(result)}"
+        result.assert_outcomes(passed=1, failed=1)
+        judged["slowdown"] += 1
+    if not all(judged.values()):  # a test whose every comparison was excused has shown nothing: say so
+        pytest.skip(f"others loaded this machine through the comparisons; judged: {judged}")
 
 
 def test_a_change_under_the_timers_resolution_is_not_a_regression() -> None:
