@@ -1,78 +1,118 @@
-"""NCCL all-reduce across every GPU of the target (``--gpu H200:8``): algorithm and bus bandwidth, as nccl-tests
-reports them.
+"""NCCL all-reduce, all-gather and reduce-scatter across every GPU of the target (``--gpu H200:4``), 1 MiB to 1 GiB:
+algorithm bandwidth, bus bandwidth and bus bandwidth as a share of the GPU's NVLink peak, as nccl-tests reports
+them (pytest_gpubench/collectives.py has the definitions of size, algbw, busbw and the peak).
 
-One process drives all the target's GPUs through NCCL (``torch.cuda.nccl``, one communicator per device list).
-A sample is nccl-tests' measurement: every GPU synchronised, ``iters`` all-reduces queued back to back, every GPU
-synchronised again, on the host clock; the time per all-reduce is the sample over ``iters``. CUDA events on one
-GPU would miss the others finishing later, so the host clock around a full synchronisation is the honest timer
-for a collective. Bus bandwidth = algorithm bandwidth x 2(n-1)/n, the figure comparable across GPU counts.
+One process drives all the target's GPUs through NCCL (``torch.cuda.nccl``, one communicator per device list),
+out of place, fp32 (nccl-tests' defaults: its first, out-of-place columns). Each cell first checks that the op
+leaves every chunk of every rank's output as it must, and checks again after timing; a collective that returns
+wrong data fails its cell and reports no bandwidth. A sample is nccl-tests' measurement: every GPU synchronised,
+a batch of calls queued back to back, every GPU synchronised again, on the host clock; batches are sized so a
+sample lasts about 20 ms, so small messages are timed over hundreds of calls. Each call goes through one Python
+call that launches n kernels, so at 1 MiB the figure includes that launch path, as nccl-tests' without CUDA graphs
+includes its own.
 
-The cells need a target of two or more GPUs; on the CPU and on one GPU they skip and say why.
+Run NCCL with NCCL_NVLS_ENABLE=0 to compare with the link peak: NVLink SHARP reduces in the switch, and its
+all-reduce busbw is not bounded by one GPU's link. The cells record the NCCL_* variables they ran under.
+
+The cells need a target of two or more GPUs; on the CPU and on one GPU they skip and say why, before importing torch.
 """
 
 from __future__ import annotations
 
-import math
-import time
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
-SIZES = {"64MiB": 64 * 2**20, "1GiB": 2**30}
-WARMUP_CALLS = 5
+from pytest_gpubench.collectives import (
+    Message,
+    Op,
+    bandwidth_metrics,
+    fill_inputs,
+    link_peak_gbps,
+    message,
+    poison_outputs,
+    time_collective,
+    wrong_outputs,
+)
+from pytest_gpubench.fixture import GpuBench
+from pytest_gpubench.hardware import Target
+
+MIB = 2**20
+# the ids keep "64MiB" and "1GiB" as the first all-reduce cells named them, so saved runs still compare
+SIZES = {"1MiB": MIB, "4MiB": 4 * MIB, "16MiB": 16 * MIB, "64MiB": 64 * MIB, "256MiB": 256 * MIB, "1GiB": 1024 * MIB}
 SAMPLES = 20
-SAMPLE_S = 0.02  # each sample queues enough all-reduces to last about this long
-
-
-def _sync(torch, devices: list[int]) -> None:
-    for device in devices:
-        torch.cuda.synchronize(device)
+SAMPLE_S = 0.02
+WARMUP_S = 0.1  # per cell, after the first (checked) call; NCCL's first call of a size sets up its buffers
+_NAMED = {"all_reduce": "an all-reduce", "all_gather": "an all-gather", "reduce_scatter": "a reduce-scatter"}
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_nccl_all_reduce(gpubench, gpubench_target, size):
-    if gpubench_target.is_cpu or gpubench_target.count < 2:
-        pytest.skip(f"an all-reduce needs a target of 2 or more GPUs (e.g. --gpu H200:8); {gpubench_target.id} "
-                    f"has {0 if gpubench_target.is_cpu else gpubench_target.count}")
+def test_nccl_all_reduce(gpubench: GpuBench, gpubench_target: Target, size: str) -> None:
+    _bench_collective(gpubench, gpubench_target, "all_reduce", SIZES[size])
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_nccl_all_gather(gpubench: GpuBench, gpubench_target: Target, size: str) -> None:
+    _bench_collective(gpubench, gpubench_target, "all_gather", SIZES[size])
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_nccl_reduce_scatter(gpubench: GpuBench, gpubench_target: Target, size: str) -> None:
+    _bench_collective(gpubench, gpubench_target, "reduce_scatter", SIZES[size])
+
+
+def _bench_collective(gpubench: GpuBench, target: Target, op: Op, size_bytes: int) -> None:
+    ranks = 0 if target.is_cpu else target.count
+    if ranks < 2:
+        pytest.skip(f"{_NAMED[op]} needs a target of 2 or more GPUs (e.g. --gpu H200:8); {target.id} has {ranks}")
     torch = pytest.importorskip("torch")
     nccl = torch.cuda.nccl
-    devices = list(range(gpubench_target.count))
-    if torch.cuda.device_count() < len(devices):
-        pytest.skip(f"{gpubench_target.id} needs {len(devices)} visible GPUs; torch sees {torch.cuda.device_count()}")
-    numel = SIZES[size] // 4
-    tensors = [torch.full((numel,), float(rank + 1), device=f"cuda:{rank}") for rank in devices]
-    if not nccl.is_available(tensors):
+    devices = list(range(ranks))
+    if torch.cuda.device_count() < ranks:
+        pytest.skip(f"{target.id} needs {ranks} visible GPUs; torch sees {torch.cuda.device_count()}")
+    msg = message(op, size_bytes, ranks, elem_bytes=4)
+    inputs = [torch.empty(msg.input_elems, dtype=torch.float32, device=f"cuda:{d}") for d in devices]
+    outputs = [torch.empty(msg.output_elems, dtype=torch.float32, device=f"cuda:{d}") for d in devices]
+    if not nccl.is_available(inputs):  # one tensor a device: it refuses a list naming a device twice
         pytest.skip("torch was built without NCCL")
+    run = {"all_reduce": nccl.all_reduce, "all_gather": nccl.all_gather, "reduce_scatter": nccl.reduce_scatter}[op]
 
-    def all_reduce() -> None:
-        nccl.all_reduce(tensors)  # in place, summed over the GPUs
+    def call() -> None:
+        run(inputs, outputs)  # out of place; all-reduce and reduce-scatter sum
 
-    all_reduce()
-    _sync(torch, devices)
-    n = len(devices)
-    expected = n * (n + 1) / 2
-    for tensor in tensors:  # a collective that returns wrong data has no bandwidth worth reporting
-        assert torch.all(tensor == expected).item(), "NCCL all-reduce returned a wrong sum"
-    for tensor in tensors:
-        tensor.zero_()  # repeated in-place sums of ones would grow without bound; sums of zeros stay zero
-    for _ in range(WARMUP_CALLS):
-        all_reduce()
-    _sync(torch, devices)
-    start = time.perf_counter()
-    all_reduce()
-    _sync(torch, devices)
-    iters = max(1, math.ceil(SAMPLE_S / (time.perf_counter() - start)))
+    def sync() -> None:
+        for device in devices:
+            torch.cuda.synchronize(device)
 
-    samples = []
-    for _ in range(SAMPLES):
-        _sync(torch, devices)
-        start = time.perf_counter()
-        for _ in range(iters):
-            all_reduce()
-        _sync(torch, devices)
-        samples.append(time.perf_counter() - start)
-    per_call = sorted(samples)[len(samples) // 2] / iters
-    algbw = SIZES[size] / per_call / 1e9
-    gpubench.extra_info["devices"] = [str(torch.cuda.get_device_properties(d).uuid) for d in devices]
-    # no bytes=: the HBM bandwidth peak is not the yardstick of a collective; algbw and busbw are
-    gpubench.record(samples, loops=iters, timer="host_sync_all_gpus",
-                    metrics={"algbw_gbps": algbw, "busbw_gbps": algbw * 2 * (n - 1) / n, "ranks": n})
+    fill_inputs(msg, inputs)
+    poison_outputs(outputs)
+    sync()
+    call()  # also creates the communicator, untimed
+    sync()
+    _fail_if_wrong(msg, outputs, "before timing")
+    timing = time_collective(call, sync, samples=SAMPLES, sample_s=SAMPLE_S, warmup_s=WARMUP_S)
+    _fail_if_wrong(msg, outputs, "after timing")  # every timed call rewrote the outputs from unchanged inputs
+
+    gpubench.extra_info.update(
+        op=op,
+        dtype="fp32",
+        bytes_per_gpu=msg.bytes_per_rank,
+        warmup_calls=timing.warmup_calls,
+        warmup_s=timing.warmup_s,
+        devices=[str(torch.cuda.get_device_properties(d).uuid) for d in devices],
+        nccl_version=".".join(str(part) for part in nccl.version()),
+        nccl_env={name: value for name, value in sorted(os.environ.items()) if name.startswith("NCCL_")},
+    )
+    # no bytes=: the HBM bandwidth peak is not the yardstick of a collective; busbw against the link peak is
+    gpubench.record(timing.samples_s, loops=timing.calls_per_sample, timer="host_sync_all_gpus",
+                    metrics=bandwidth_metrics(msg, timing.median_per_call_s, link_peak_gbps(target)))
+
+
+def _fail_if_wrong(msg: Message, outputs: Sequence[Any], when: str) -> None:
+    problems = wrong_outputs(msg, outputs)
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+        pytest.fail(f"NCCL {msg.op} over {msg.ranks} GPUs returned wrong data {when}, so it has no bandwidth to "
+                    f"report: {shown}", pytrace=False)

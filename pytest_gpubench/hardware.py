@@ -30,6 +30,14 @@ class GpuType:
     peak_bandwidth_gbps: float | None = None
     peak_tflops: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), compare=False)
     aliases: tuple[str, ...] = ()
+    # one GPU's NVLink bandwidth, both directions together, as the datasheet states it; None: no NVLink
+    nvlink_gbps: float | None = None
+
+    @property
+    def nvlink_per_direction_gbps(self) -> float | None:
+        """The link peak that nccl-tests' bus bandwidth is comparable to: a rank sends and receives at once, each
+        direction at half the datasheet's total (H100/H200 SXM: 900 GB/s -> 450 GB/s)."""
+        return self.nvlink_gbps / 2 if self.nvlink_gbps else None
 
     def peak_tflops_for(self, dtype: str | None) -> float | None:
         return self.peak_tflops.get(dtype) if dtype else None
@@ -41,15 +49,17 @@ def _peaks(**tflops: float) -> Mapping[str, float]:
 
 # Prices: Modal's published per-GPU hourly list prices (USD), as users of this plugin pay them; override
 # them with [tool.gpubench.prices]. Peaks: NVIDIA datasheets, dense tensor-core rates; None where the
-# vendor publishes no figure we trust, so "% of peak" is left out rather than guessed.
+# vendor publishes no figure we trust, so "% of peak" is left out rather than guessed. NVLink: the SXM parts'
+# per-GPU totals (NVLink 5 on B200: 1.8 TB/s; NVLink 4 on H100/H200: 900 GB/s; NVLink 3 on A100: 600 GB/s); the
+# PCIe parts in the catalog have no NVLink.
 _HOPPER = dict(fp64=67.0, fp32=67.0, tf32=494.7, bf16=989.4, fp16=989.4, fp8=1978.9)
 _AMPERE_A100 = dict(fp64=19.5, fp32=19.5, tf32=156.0, bf16=312.0, fp16=312.0)
 GPU_CATALOG: tuple[GpuType, ...] = (
-    GpuType("B200", 180, 6.25, 8000, _peaks(bf16=2250.0, fp16=2250.0, fp8=4500.0)),
-    GpuType("H200", 141, 4.54, 4800, _peaks(**_HOPPER)),
-    GpuType("H100", 80, 3.95, 3350, _peaks(**_HOPPER)),
-    GpuType("A100-80GB", 80, 2.50, 2039, _peaks(**_AMPERE_A100)),
-    GpuType("A100-40GB", 40, 2.10, 1555, _peaks(**_AMPERE_A100), aliases=("A100",)),
+    GpuType("B200", 180, 6.25, 8000, _peaks(bf16=2250.0, fp16=2250.0, fp8=4500.0), nvlink_gbps=1800),
+    GpuType("H200", 141, 4.54, 4800, _peaks(**_HOPPER), nvlink_gbps=900),
+    GpuType("H100", 80, 3.95, 3350, _peaks(**_HOPPER), nvlink_gbps=900),
+    GpuType("A100-80GB", 80, 2.50, 2039, _peaks(**_AMPERE_A100), nvlink_gbps=600),
+    GpuType("A100-40GB", 40, 2.10, 1555, _peaks(**_AMPERE_A100), aliases=("A100",), nvlink_gbps=600),
     GpuType("L40S", 48, 1.95, 864, _peaks(fp32=91.6, tf32=183.0, bf16=362.1, fp16=362.1, fp8=733.0)),
     GpuType("A10", 24, 1.10, 600, _peaks(fp32=31.2, tf32=62.5, bf16=125.0, fp16=125.0)),
     GpuType("A10G", 24, 1.10, 600),

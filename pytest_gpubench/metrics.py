@@ -88,9 +88,16 @@ _METRICS: tuple[Metric, ...] = (
     Metric("tokens_per_s", "tok/s", "tok/s", "declared tokens per call / median time (generation cells)", "rate", True),
     # collectives (nccl-tests' definitions)
     Metric("algbw_gbps", "GB/s", "algbw GB/s", "algorithm bandwidth: message bytes / median time", "collective", True),
-    Metric("busbw_gbps", "GB/s", "busbw GB/s", "bus bandwidth: algbw x 2(n-1)/n for an all-reduce over n ranks, "
-           "comparable to the links' speed", "collective", True),
+    Metric("busbw_gbps", "GB/s", "busbw GB/s", "bus bandwidth: algbw x 2(n-1)/n for an all-reduce, x (n-1)/n for an "
+           "all-gather or a reduce-scatter over n ranks, comparable to one GPU's link bandwidth in one direction",
+           "collective", True),
     Metric("ranks", "", "ranks", "processes (one a GPU) taking part", "collective"),
+    Metric("size_bytes", "B", "size B", "nccl-tests' size: all-reduce each rank's buffer, all-gather each rank's "
+           "output (n x its input), reduce-scatter each rank's input (n x its output)", "collective"),
+    Metric("link_peak_gbps", "GB/s", "link GB/s", "one GPU's NVLink bandwidth in one direction: the datasheet's "
+           "total for both directions / 2 (SXM parts; H100 and H200: 450)", "collective"),
+    Metric("pct_peak_link", "%", "%peak link", "busbw as a share of link_peak_gbps (above 100 only where the NVLink "
+           "switch reduces: NVLS, off with NCCL_NVLS_ENABLE=0)", "collective", True),
     # serving (llm_load), vLLM's definitions
     *_distribution_metrics(),
     Metric("completed", "", "completed", "requests that completed with content", "serving", True),

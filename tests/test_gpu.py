@@ -101,7 +101,7 @@ def test_target_bigger_than_the_host_is_skipped_with_what_it_has(pytester: pytes
     result.stdout.fnmatch_lines(["*needs 8× H200; this host has*"])
 
 
-def test_all_reduce_over_two_or_more_gpus_reports_bus_bandwidth(pytester: pytest.Pytester) -> None:
+def test_collectives_over_two_or_more_gpus_report_bus_bandwidth(pytester: pytest.Pytester) -> None:
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 or more CUDA GPUs")
     suite = Path(__file__).resolve().parent.parent / "bench_suites" / "test_collectives.py"
@@ -109,9 +109,15 @@ def test_all_reduce_over_two_or_more_gpus_reports_bus_bandwidth(pytester: pytest
     name = torch.cuda.get_device_name().removeprefix("NVIDIA ").split()[0]
     result = pytester.runpytest_subprocess(str(suite), f"--gpu={name}:{count}", "-p", "no:cacheprovider",
                                            "--benchmark-json=out.json")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=18)  # all-reduce, all-gather, reduce-scatter, 1 MiB to 1 GiB
+    factors = {"all_reduce": 2 * (count - 1) / count, "all_gather": (count - 1) / count,
+               "reduce_scatter": (count - 1) / count}
     for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]:
-        metrics = bench["extra_info"]["gpubench"]["metrics"]
+        gpubench = bench["extra_info"]["gpubench"]
+        metrics = gpubench["metrics"]
         assert metrics["ranks"] == count
-        assert metrics["busbw_gbps"] == pytest.approx(metrics["algbw_gbps"] * 2 * (count - 1) / count)
-        assert metrics["busbw_gbps"] > 10  # NVLink or PCIe: well above 10 GB/s for 64 MiB and up
+        assert metrics["busbw_gbps"] == pytest.approx(metrics["algbw_gbps"] * factors[gpubench["op"]])
+        if metrics["size_bytes"] >= 64 * 2**20:
+            assert metrics["busbw_gbps"] > 10  # NVLink or PCIe: well above 10 GB/s for 64 MiB and up
+        if "link_peak_gbps" in metrics:  # NVLink parts; NVLS (which can pass the link) is off under NCCL_NVLS_ENABLE=0
+            assert metrics["pct_peak_link"] == pytest.approx(100 * metrics["busbw_gbps"] / metrics["link_peak_gbps"])
