@@ -97,7 +97,8 @@ class GpuBench:
             chosen = choose_timer(timer, first, on_gpu=not self.target.is_cpu)
             timer_used = make_timer(chosen, cache_mode)
             measurement = measure(call, timer_used, self.policy,
-                                  lambda *progress: self._heartbeat(heartbeat, *progress))
+                                  lambda *progress: self._heartbeat(heartbeat, *progress),
+                                  warmth=self._session.warmth, device=timer_used.device_uuid or self.target.id)
         if timer_used.device_uuid:
             self.extra_info.setdefault("torch_device_uuid", timer_used.device_uuid)
         self.extra_info.setdefault("timer_resolution_s", timer_used.resolution_s)
@@ -158,6 +159,7 @@ class GpuBench:
             "loops": measurement.loops,
             "warmup_calls": measurement.warmup_calls,
             "warmup_s": measurement.warmup_s,
+            "warmup_stop": measurement.warmup_stop,
             "stop_reason": measurement.stop_reason,
             "stdrel_target": self.policy.stdrel,
             "min_samples": self.policy.min_samples,

@@ -50,7 +50,8 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--gpubench-stdrel", dest="gpubench_stdrel", metavar="FRACTION", default=None,
                     help="Stop once the median's relative standard error is under this, e.g. 0.005 or 0.5%% (default 0.5%%).")
     group.addoption("--gpubench-warmup", dest="gpubench_warmup", metavar="SECONDS", default=None,
-                    help="Warm up for at least this long before sampling (default 1 on a GPU, 0.1 on the CPU).")
+                    help="Warm up for exactly this long before sampling (default: until the figure is steady, at most 1 s on a "
+                    "GPU and 0.1 s on the CPU).")
     group.addoption("--gpubench-gate", dest="gpubench_gate", metavar="THRESHOLD", default=None,
                     help="With --benchmark-compare: fail a cell whose median is slower than the baseline's by more "
                     "than THRESHOLD (e.g. 5%% or 2.5%%) AND whose raw samples differ significantly (Mann-Whitney U).")

@@ -19,6 +19,7 @@ from .executors.subprocess import RUNNER_ENV, SubprocessExecutor
 from .gate import Verdict
 from .hardware import LocalInventory, Target, discover_local_inventory, parse_gpu_option, resolve_targets
 from .matrix import Commit, Matrix, Variant
+from .measure.sampler import DeviceWarmth
 from .options import Settings, load_settings
 from .record import CellRecord
 
@@ -65,6 +66,7 @@ class GpubenchSession:
             if reason is not None:
                 self.skip_reasons[target] = reason
         self.records: list[CellRecord] = []
+        self.warmth = DeviceWarmth()  # which devices a cell of this process kept busy a moment ago
         self.cells_seen = 0  # cells reported (run or skipped), so a run that measured none can say so
         self.verdicts: dict[str, Verdict] = {}
         self.summary_written_to: str | None = None

@@ -1,4 +1,11 @@
-"""The sampler: warm up, then take samples in batches until the median is precise enough or time runs out.
+"""The sampler: warm up until the figure is steady, then take samples in batches until the median is precise
+enough or time runs out.
+
+Warm-up is adaptive: it runs the call in short batches and stops once the median of the newest batches has
+stopped moving against the batches before them (a clock ramping up, a power-limited kernel slowing as it
+heats), or at a cap. A device that the previous cell kept busy a moment ago is already at its working
+clocks, so it needs fewer batches to show it is steady. A fixed ``warmup_s`` (the user's choice) is kept as
+given.
 
 The stopping rule is NVBench's: stop once the relative standard error of the median (``stdrel``) is
 under the target, at least ``min_samples`` were taken and ``min_time_s`` has passed; or once
@@ -21,14 +28,41 @@ from .timers import Timer, loops_for
 
 BATCH_SECONDS = 0.05  # check the stopping rule about 20 times a second
 # A power-limited kernel (an H200's bf16 matrix product) runs 3-5 % faster in its first half-second than once
-# its clocks settle (measured: docs/RESULTS.md); a GPU cell warms up long enough to be timed at sustained clocks.
+# its clocks settle (measured: docs/RESULTS.md): warm-up goes on until the figure stops moving, up to these caps.
 GPU_WARMUP_S = 1.0
 CPU_WARMUP_S = 0.1
+# Steady: the median of the newest WINDOW warm-up batches is within WARMUP_DRIFT of the median of the WINDOW
+# batches before them. Comparing two windows, not neighbouring batches, catches a slow slide: the matmul's
+# 5 % over 0.7 s is 0.35 % a 50 ms batch, under any per-batch tolerance, but 1 % between windows 150 ms apart.
+WARMUP_DRIFT = 0.005
+COLD_WINDOW = 3
+# A device busy until just before this cell (the previous cell's work) has its clocks up: 2 batches against 2
+# suffice to show the new kernel is steady; one that rested longer than WARM_GAP_S starts over.
+WARM_WINDOW = 2
+WARM_GAP_S = 0.5
+# A rested GPU ramps its clocks and fills its caches for its first tens of milliseconds whatever the kernel.
+COLD_MIN_WARMUP_S = 0.1
+
+
+class DeviceWarmth:
+    """When each device was last kept busy by a cell of this process: the warm state one cell hands the next.
+    Keyed by whatever names the device (its UUID where the timer knows it)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._busy_until: dict[str, float] = {}
+        self._clock = clock
+
+    def is_warm(self, device: str) -> bool:
+        last = self._busy_until.get(device)
+        return last is not None and self._clock() - last <= WARM_GAP_S
+
+    def mark_busy(self, device: str) -> None:
+        self._busy_until[device] = self._clock()
 
 
 @dataclass(frozen=True)
 class SamplingPolicy:
-    warmup_s: float | None = None  # None: GPU_WARMUP_S on a GPU, CPU_WARMUP_S on the CPU
+    warmup_s: float | None = None  # None: adaptive, up to GPU_WARMUP_S on a GPU, CPU_WARMUP_S on the CPU
     max_time_s: float = 3.0
     # After NVBench's min-time: measure for at least this long (wall clock), so a kernel whose clocks fall
     # under sustained load (power-limited matrix products) is not judged by its first burst.
@@ -51,6 +85,7 @@ class Measurement:
     elapsed_s: float
     stop_reason: str
     policy: SamplingPolicy = field(default_factory=SamplingPolicy)
+    warmup_stop: str = ""
 
     @cached_property
     def samples_s(self) -> tuple[float, ...]:
@@ -66,8 +101,61 @@ ProgressCallback = Callable[[str, int, float, float], None]  # (phase, samples, 
 
 
 def _batch_size(timer: Timer, wall_per_sample_s: float, limit: int) -> int:
-    size = int((timer.batch_s or BATCH_SECONDS) / max(wall_per_sample_s, 1e-9))
+    size = int((timer.batch_s or BATCH_SECONDS) / max(timer.sample_seconds(wall_per_sample_s), 1e-9))
     return max(1, min(size, limit))
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    per_call_s: float  # the newest estimate of one call's time, which sizes the measurement's samples
+    wall_per_call_s: float
+    calls: int
+    seconds: float
+    stop: str  # why it ended, for the cell's record
+
+
+def _warm_up(fn: Callable[[], Any], timer: Timer, policy: SamplingPolicy, warm_device: bool) -> WarmUp:
+    clock = time.perf_counter
+    start = clock()
+    per_call = timer.time_batch(fn, 1, 1)[0]  # the first call pays for compilation and allocation
+    calls = 1
+    wall_per_call = clock() - start
+    if policy.warmup_s is not None:  # the user's fixed warm-up
+        while clock() - start < policy.warmup_s:
+            size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
+            batch_start = clock()
+            per_call = float(np.median(timer.time_batch(fn, size, 1)))
+            wall_per_call = (clock() - batch_start) / size
+            calls += size
+        return WarmUp(per_call, wall_per_call, calls, clock() - start, f"fixed {policy.warmup_s:g} s")
+    if timer.settles_itself:
+        return WarmUp(per_call, wall_per_call, calls, clock() - start,
+                      "first call only: the timer runs its own lead-in before every batch")
+    cap = CPU_WARMUP_S if timer.on_cpu else GPU_WARMUP_S
+    window = WARM_WINDOW if warm_device else COLD_WINDOW
+    minimum = 0.0 if (warm_device or timer.on_cpu) else COLD_MIN_WARMUP_S
+    medians: list[float] = []
+    drift = math.inf
+    while True:
+        elapsed = clock() - start
+        if len(medians) >= 2 * window and elapsed >= minimum:
+            newest, before = float(np.median(medians[-window:])), float(np.median(medians[-2 * window:-window]))
+            drift = newest / before - 1 if before > 0 else math.inf
+            if abs(drift) <= WARMUP_DRIFT:
+                state = "warm device" if warm_device else "rested device"
+                stop = (f"steady after {len(medians)} batches, {elapsed:.2f} s ({state}): the newest {window} batches "
+                        f"{drift:+.2%} from the {window} before")
+                return WarmUp(per_call, wall_per_call, calls, elapsed, stop)
+        if elapsed >= cap:
+            shown = "n/a" if math.isinf(drift) else f"{drift:+.2%}"
+            return WarmUp(per_call, wall_per_call, calls, elapsed,
+                          f"cap {cap:g} s reached after {len(medians)} batches, still moving {shown}")
+        size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
+        batch_start = clock()
+        per_call = float(np.median(timer.time_batch(fn, size, 1)))
+        wall_per_call = (clock() - batch_start) / size
+        calls += size
+        medians.append(per_call)
 
 
 def measure(
@@ -75,25 +163,18 @@ def measure(
     timer: Timer,
     policy: SamplingPolicy,
     progress: ProgressCallback | None = None,
+    warmth: DeviceWarmth | None = None,
+    device: str = "",
 ) -> Measurement:
+    """Warm ``fn`` up, then sample it. ``warmth`` says whether ``device`` was busy a moment ago (and learns
+    that it is busy now), so that a run's cells on one device do not each start from a rested one."""
     clock = time.perf_counter
-    warmup_target = policy.warmup_s if policy.warmup_s is not None else (CPU_WARMUP_S if timer.on_cpu else GPU_WARMUP_S)
-    warm_start = clock()
-    per_call = timer.time_batch(fn, 1, 1)[0]  # the first call pays for compilation and allocation
-    warmup_calls = 1
-    wall_per_call = clock() - warm_start
-    while clock() - warm_start < warmup_target:
-        size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
-        batch_start = clock()
-        per_call = float(np.median(timer.time_batch(fn, size, 1)))
-        wall_per_call = (clock() - batch_start) / size
-        warmup_calls += size
-    warmup_s = clock() - warm_start
-
-    loops = loops_for(timer, per_call)
+    warm_device = warmth is not None and warmth.is_warm(device)
+    warm = _warm_up(fn, timer, policy, warm_device)
+    loops = loops_for(timer, warm.per_call_s)
     totals: list[float] = []
     start = clock()
-    wall_per_sample = wall_per_call * loops
+    wall_per_sample = warm.wall_per_call_s * loops
     stdrel = math.inf
     while True:
         size = _batch_size(timer, wall_per_sample, min(timer.batch_limit(loops), policy.max_samples - len(totals)))
@@ -114,14 +195,17 @@ def measure(
         if len(totals) >= policy.max_samples:
             reason = f"max_samples {policy.max_samples} reached (stdrel {stdrel:.2%})"
             break
+    if warmth is not None:
+        warmth.mark_busy(device)
     return Measurement(
         totals_s=tuple(totals),
         loops=loops,
         timer=timer.name,
         cache=timer.cache,
-        warmup_calls=warmup_calls,
-        warmup_s=warmup_s,
+        warmup_calls=warm.calls,
+        warmup_s=warm.seconds,
         elapsed_s=clock() - start,
         stop_reason=reason,
         policy=policy,
+        warmup_stop=warm.stop,
     )

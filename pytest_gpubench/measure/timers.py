@@ -36,9 +36,16 @@ class Timer(abc.ABC):
     # documentation of cudaEventElapsedTime); a change per call smaller than resolution / loops is noise
     resolution_s: float = time.get_clock_info("perf_counter").resolution
     batch_s: float = 0.0  # how long one batch of samples should last; 0: the sampler's default
+    # True where every batch starts with its own untimed lead-in, so a warm-up before the first adds nothing
+    settles_itself: bool = False
 
     def __init__(self, cache: CacheMode) -> None:
         self.cache = cache
+
+    def sample_seconds(self, wall_per_sample_s: float) -> float:
+        """How long one sample keeps the timed device busy, which sizes a batch to last ``batch_s``; the wall
+        time per sample of the last batch, unless the timer knows better."""
+        return wall_per_sample_s
 
     def batch_limit(self, loops: int) -> int:
         """The most samples one batch may hold."""
@@ -245,6 +252,7 @@ class JaxDeviceTimer(JaxTimer):
     on_cpu = False
     batch_s = 0.5  # each batch is a trace, and each trace starts after a gap: long batches, few gaps
     LEAD_IN_S = 0.5  # untimed work before a batch's first sample: a power-limited kernel settles in ~0.5 s
+    settles_itself = True
     resolution_s = 1e-6  # the trace's kernel records are in microseconds with three decimals
 
     def __init__(self, cache: CacheMode) -> None:
@@ -261,6 +269,15 @@ class JaxDeviceTimer(JaxTimer):
         self._boundary = lambda: boundary(flush_buffer)
         self._jax.block_until_ready(self._boundary())
         self._device_s_per_call = 0.0
+        self._loops = 1
+
+    def sample_seconds(self, wall_per_sample_s: float) -> float:
+        """The device time of a sample: a batch's wall time also holds its lead-in, the trace's start and stop
+        and the reading of the trace, fixed costs that would shrink every next batch to a handful of samples
+        (the suites' JAX cells stopped on the time cap with 4-10 samples)."""
+        if self._device_s_per_call > 0:
+            return self._device_s_per_call * self._loops
+        return wall_per_sample_s
 
     def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]:
         import shutil
@@ -278,8 +295,12 @@ class JaxDeviceTimer(JaxTimer):
                 # untimed, so that sample 0 finds the GPU at the clocks it sustains, not those of a rested one
                 lead_in = (math.ceil(self.LEAD_IN_S / self._device_s_per_call) if self._device_s_per_call > 0
                            else max(1, count // 4) * loops)
+                # a microsecond kernel is dispatch-bound: the host's clock ends its lead-in, not a call count
+                lead_in_start = time.perf_counter()
                 for _ in range(min(lead_in, 100_000)):
                     result = fn()
+                    if time.perf_counter() - lead_in_start > self.LEAD_IN_S:
+                        break
                 for _ in range(count):
                     result = self._boundary()
                     for _ in range(loops):
@@ -289,6 +310,7 @@ class JaxDeviceTimer(JaxTimer):
                 profiler.stop_trace()
             spans = device_spans(trace_dir, count)
             self._device_s_per_call = float(np.median(spans)) / loops
+            self._loops = loops
             return spans
         finally:
             shutil.rmtree(trace_dir, ignore_errors=True)
