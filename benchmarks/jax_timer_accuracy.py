@@ -7,9 +7,10 @@ work with pytest-gpubench's sampler (cold: L2 flushed before each sample, the fi
 - torch, CUDA events (the fixture's torch timer);
 - JAX, host clock around the call and block_until_ready (the fixture's JAX timer before);
 - JAX, device spans from XLA's profiler (the fixture's JAX timer now);
-and, as the reference the JAX timer must meet, the profiler's own per-call device time: 200 calls queued as
-the timer queues them (a flush before each), and each call's kernel durations summed, grouped by XLA's own
-execution id (scope_range_id) rather than by the timer's boundaries; the median.
+and, as the reference the JAX timer must meet, the profiler's own per-call device time: calls queued as the
+timer queues a batch (the same untimed lead-in, then a flush before each call, for as long as a batch lasts),
+and each call's kernel durations summed, grouped by XLA's own execution id (scope_range_id) rather than by
+the timer's boundaries; the median.
 Then the kernels each framework ran, with their median durations (XLA's profiler; torch's profiler).
 """
 
@@ -20,16 +21,18 @@ import collections
 import glob
 import gzip
 import json
+import math
 import os
 import shutil
 import statistics
 import tempfile
+import time
 from typing import Any
 
 from pytest_gpubench.measure.sampler import SamplingPolicy, measure
-from pytest_gpubench.measure.timers import CudaEventTimer, JaxDeviceTimer, JaxTimer
+from pytest_gpubench.measure.timers import BOUNDARY_MODULE, CudaEventTimer, JaxDeviceTimer, JaxTimer
 
-POLICY = SamplingPolicy(warmup_s=1.0, max_time_s=3.0, min_time_s=0.5)
+POLICY = SamplingPolicy()  # the fixture's defaults: adaptive warm-up (docs/RESULTS.md, section 10)
 
 
 def jax_kernels(name: str, jax: Any, jnp: Any) -> tuple[Any, tuple[Any, ...]]:
@@ -54,14 +57,26 @@ def torch_kernels(name: str, torch: Any) -> tuple[Any, tuple[Any, ...]]:
     return torch.add, (x, x)
 
 
-def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 200) -> tuple[float, dict[str, float]]:
-    """Median over ``calls`` of the summed durations of each call's kernels, grouped by XLA's scope id."""
-    flush = JaxDeviceTimer("cold")._boundary  # noqa: SLF001 - the same flush the timer queues
+def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], per_call_s: float) -> tuple[float, dict[str, float]]:
+    """Median over a batch of calls of the summed durations of each call's kernels, grouped by XLA's scope id.
+
+    The calls are queued as the timer queues a batch: after the same untimed lead-in, for as long as its batch
+    lasts, so that the reference and the timer see the GPU in the same state. A power-limited kernel's time
+    follows the GPU's recent load (an H200's bf16 matmul: 1.33 ms rested, 1.51 ms after 0.3 s, 1.58 ms after
+    1 s), and a reference taken earlier on that slope than the timer's samples differs by the GPU's doing."""
+    timer = JaxDeviceTimer("cold")
+    flush = timer._boundary  # noqa: SLF001 - the same flush the timer queues
+    calls = min(max(200, math.ceil(timer.batch_s / per_call_s)), 3000)
     trace_dir = tempfile.mkdtemp()
     try:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
         result = None
-        for _ in range(calls):
+        start = time.perf_counter()
+        for _ in range(min(math.ceil(timer.LEAD_IN_S / per_call_s), 100_000)):
+            result = fn(*args)
+            if time.perf_counter() - start > timer.LEAD_IN_S:
+                break
+        for _ in range(calls):  # no wait between: the first flush marks where the lead-in's kernels end
             flush()
             result = fn(*args)
         jax.block_until_ready((result, flush()))
@@ -74,10 +89,12 @@ def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], calls: int = 20
         shutil.rmtree(trace_dir, ignore_errors=True)
     gpu = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
            and str(e["args"]["name"]).startswith("/device:GPU")}
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("pid") in gpu]
+    first_flush = min(float(e["ts"]) for e in kernels if BOUNDARY_MODULE in (e.get("args") or {}).get("hlo_module", ""))
     per_call: dict[str, float] = collections.defaultdict(float)
     by_kernel: dict[str, list[float]] = collections.defaultdict(list)
-    for e in events:
-        if e.get("ph") == "X" and e.get("pid") in gpu and "gpubench" not in (e.get("args") or {}).get("hlo_module", ""):
+    for e in kernels:
+        if float(e["ts"]) > first_flush and BOUNDARY_MODULE not in (e.get("args") or {}).get("hlo_module", ""):
             per_call[(e.get("args") or {}).get("scope_range_id", "?")] += e["dur"]
             by_kernel[e["name"]].append(e["dur"])
     return statistics.median(per_call.values()) * 1e-6, {k: statistics.median(v) for k, v in by_kernel.items()}
@@ -118,7 +135,8 @@ def main() -> None:
             jax.block_until_ready(j_fn(*j_args))
             row["jax_host_s"] = measure(lambda: j_fn(*j_args), JaxTimer("cold"), POLICY).summary.median
             row["jax_device_s"] = measure(lambda: j_fn(*j_args), JaxDeviceTimer("cold"), POLICY).summary.median
-            row["jax_profiler_reference_s"], row["jax_kernels_us"] = profiler_reference(jax, j_fn, j_args)
+            row["jax_profiler_reference_s"], row["jax_kernels_us"] = profiler_reference(jax, j_fn, j_args,
+                                                                                      row["jax_device_s"])
             row["jax_device_vs_reference"] = row["jax_device_s"] / row["jax_profiler_reference_s"] - 1
             row["jax_device_vs_torch"] = row["jax_device_s"] / row["torch_cuda_events_s"] - 1
             results.append(row)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,10 @@ def run_fixture_cells(json_path: Path, kernel: str) -> dict[str, dict[str, float
         if bench["name"].startswith("test_gpubench"):
             medians[kernel][f"gpubench_{params['cache']}"] = bench["stats"]["median"]
             medians[kernel][f"gpubench_{params['cache']}_samples"] = bench["stats"]["rounds"]
+            details = bench["extra_info"]["gpubench"]
+            medians[kernel][f"gpubench_{params['cache']}_warmup_s"] = details["warmup_s"]
+            print(f"  {bench['name']}: warm-up {details['warmup_s']:.2f} s, {details.get('warmup_stop', '')}; "
+                  f"{details['stop_reason']}", flush=True)
         else:
             medians[kernel]["plain_benchmark_median"] = bench["stats"]["median"]
             medians[kernel]["plain_benchmark_min"] = bench["stats"]["min"]
@@ -156,7 +161,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--kernels", default=",".join(KERNELS), help=f"comma-separated, of {', '.join(KERNELS)}")
+    parser.add_argument("--from-rest", action="store_true",
+                        help="the fixture's cells start from a GPU rested for 1 s and rely on their own warm-up, "
+                        "where by default they, like every reference, first run their kernel for 1 s")
     args = parser.parse_args()
+    kernels = args.kernels.split(",")
+    unknown = sorted(set(kernels) - set(KERNELS))
+    if unknown:
+        parser.error(f"unknown kernels {', '.join(unknown)}; use {', '.join(KERNELS)}")
+    if args.from_rest:
+        os.environ["GPUBENCH_ACCURACY_FROM_REST"] = "1"
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     runs = []
@@ -164,7 +179,8 @@ def main() -> int:
         for repeat in range(args.repeats):
             t0 = time.time()
             row: dict[str, dict[str, float]] = {}
-            for name, make in KERNELS.items():
+            for name in kernels:
+                make = KERNELS[name]
                 # The references bracket ours (A B A, the second A in reverse order) and count as the mean of
                 # their two readings: the power-limited matmul drifts by percents within seconds, and a
                 # method measured later would otherwise read that drift as the timer's error.
@@ -188,7 +204,7 @@ def main() -> int:
     print("\nmedian per call, µs: median of the repeats [min..max across repeats] (spread = (max-min)/median)")
     header = f"{'kernel':18} " + " ".join(f"{m:>26}" for m in methods)
     print(header)
-    for name in KERNELS:
+    for name in kernels:
         cells = []
         for m in methods:
             values = [run[name][m] * 1e6 for run in runs]
@@ -197,7 +213,7 @@ def main() -> int:
         print(f"{name:18} " + " ".join(cells))
 
     print("\neach reference before and after ours: (after - before) / before, per repeat")
-    for name in KERNELS:
+    for name in kernels:
         for method in ("do_bench", "events_per_call", "events_back_to_back"):
             drift = [(run[name][f"{method}_after"] / run[name][f"{method}_before"] - 1) * 100 for run in runs]
             print(f"  {name:18} {method:20} " + " ".join(f"{d:+6.2f}%" for d in drift))
@@ -205,7 +221,7 @@ def main() -> int:
     print("\nacceptance: |gpubench - reference of the same definition| <= max(2%, 1 µs) in every repeat")
     all_ok = True
     pairs = [("gpubench_cold", "do_bench"), ("gpubench_cold", "events_per_call"), ("gpubench_hot", "events_back_to_back")]
-    for name in KERNELS:
+    for name in kernels:
         for ours, reference in pairs:
             gaps = [(run[name][ours] - run[name][reference]) * 1e6 for run in runs]
             rel = [(run[name][ours] / run[name][reference] - 1) * 100 for run in runs]
@@ -216,7 +232,7 @@ def main() -> int:
     spread = {
         f"{name} {mode}": (max(r[name][mode] for r in runs) - min(r[name][mode] for r in runs))
         / statistics.median(r[name][mode] for r in runs) * 100
-        for name in KERNELS for mode in ("gpubench_cold", "gpubench_hot")
+        for name in kernels for mode in ("gpubench_cold", "gpubench_hot")
     }
     print("gpubench spread across repeats, (max-min)/median: " + ", ".join(f"{k} {v:.2f}%" for k, v in spread.items()))
     if args.json:

@@ -147,9 +147,10 @@ def _warm_up(fn: Callable[[], Any], timer: Timer, policy: SamplingPolicy, warm_d
                         f"{drift:+.2%} from the {window} before")
                 return WarmUp(per_call, wall_per_call, calls, elapsed, stop)
         if elapsed >= cap:
-            shown = "n/a" if math.isinf(drift) else f"{drift:+.2%}"
+            shown = (f"too few to judge ({2 * window} needed)" if math.isinf(drift)
+                     else f"still moving {drift:+.2%}")
             return WarmUp(per_call, wall_per_call, calls, elapsed,
-                          f"cap {cap:g} s reached after {len(medians)} batches, still moving {shown}")
+                          f"cap {cap:g} s reached after {len(medians)} batches, {shown}")
         size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
         batch_start = clock()
         per_call = float(np.median(timer.time_batch(fn, size, 1)))

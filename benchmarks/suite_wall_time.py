@@ -1,0 +1,83 @@
+"""How long a bench suite takes, and how much of it is the plugin's: run it once with a given copy of
+pytest_gpubench and read each cell's time from JUnit XML and its warm-up and figures from the saved JSON.
+
+    python benchmarks/suite_wall_time.py --label after -- bench_suites/test_matmul.py --gpu H200:1
+    python benchmarks/suite_wall_time.py --label before --package-root .before -- bench_suites/test_matmul.py --gpu H200:1
+
+``--package-root`` puts another copy of the package first on the path (e.g. ``git archive <commit>
+pytest_gpubench | tar -x -C .before``), so both runs use the same suite and the same machine, minutes apart.
+A cell's time is pytest's own (setup + call + teardown in JUnit XML): the test's tensors, the timer's set-up,
+warm-up and sampling. Prints one JSON object; --json keeps it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--package-root", type=Path, default=None, help="a folder holding another pytest_gpubench")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("pytest_args", nargs="+", help="after --: the suite and its options")
+    args = parser.parse_args()
+    root = (args.package_root or REPO).resolve()
+    if not (root / "pytest_gpubench" / "plugin.py").exists():
+        parser.error(f"{root} holds no pytest_gpubench package")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    # where the package is installed its entry point loads the plugin, and naming it again is an error
+    if not any(ep.name == "gpubench" for ep in importlib.metadata.entry_points(group="pytest11")):
+        env["PYTEST_PLUGINS"] = "pytest_gpubench.plugin"
+    with tempfile.TemporaryDirectory() as tmp:
+        junit, saved = Path(tmp) / "junit.xml", Path(tmp) / "saved.json"
+        command = [sys.executable, "-m", "pytest", *args.pytest_args, "-p", "no:cacheprovider", "-q",
+                   f"--junitxml={junit}", f"--benchmark-json={saved}"]
+        start = time.perf_counter()
+        code = subprocess.run(command, cwd=REPO, env=env).returncode
+        wall_s = time.perf_counter() - start
+        cells = {case.get("name", ""): float(case.get("time", 0.0)) for case in ET.parse(junit).getroot().iter("testcase")
+                 if case.find("skipped") is None}
+        benchmarks = json.loads(saved.read_text())["benchmarks"] if saved.exists() else []
+    measured = {b["name"]: b for b in benchmarks}
+    per_cell = {
+        name: {
+            "cell_s": seconds,
+            "median_s": measured[name]["stats"]["median"] if name in measured else None,
+            "samples": measured[name]["stats"]["rounds"] if name in measured else None,
+            "warmup_s": measured[name]["extra_info"]["gpubench"].get("warmup_s") if name in measured else None,
+            "warmup_stop": measured[name]["extra_info"]["gpubench"].get("warmup_stop") if name in measured else None,
+            "stop_reason": measured[name]["extra_info"]["gpubench"].get("stop_reason") if name in measured else None,
+        }
+        for name, seconds in cells.items()
+    }
+    result = {
+        "label": args.label,
+        "package_root": str(root),
+        "exit_code": code,
+        "wall_s": wall_s,
+        "cells": len(cells),
+        "mean_cell_s": statistics.fmean(cells.values()) if cells else None,
+        "max_cell_s": max(cells.values()) if cells else None,
+        "per_cell": per_cell,
+    }
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
