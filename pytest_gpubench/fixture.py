@@ -19,7 +19,7 @@ from .measure.sampler import Measurement, SamplingPolicy, measure
 from .measure.throughput import Work, canonical_dtype, throughput_metrics
 from .measure.timers import TIMER_NAMES, CacheMode, choose_timer, make_timer
 from .options import CACHE_MODES
-from .record import GPUBENCH_KEY, CellRecord, CellResult, describe_host, jsonable_params
+from .record import CELL_FLAGS_KEY, GPUBENCH_KEY, CellRecord, CellResult, describe_host, jsonable_params
 from .session import GpubenchSession, get_session
 
 LEASE_KEY = pytest.StashKey[Lease]()
@@ -42,6 +42,7 @@ class GpuBench:
         self._request = request
         self._session = session
         self._used = False
+        self._flags: list[str] = []
 
     @property
     def device(self) -> str:
@@ -137,6 +138,19 @@ class GpuBench:
         measurement = Measurement(tuple(totals), loops, timer, "n/a", 0, 0.0, 0.0, f"{len(totals)} samples recorded")
         return self._finish(measurement, work, dict(metrics or {}))
 
+    def flag(self, text: str) -> None:
+        """Mark this cell's figure with what a reader must know before trusting it, one line that starts with
+        a short name: ``gpubench.flag("cpu-starved: GPU idle 83 % waiting on the DataLoader")``. It is shown
+        beside the sampler's own flags: the row's ``!`` and a note under the table, and ``flags`` in the
+        saved extra_info. Before or after the measurement, any number of times."""
+        if not isinstance(text, str) or not text.strip() or "\n" in text.strip():
+            raise ValueError(f"gpubench.flag({text!r}): give one non-empty line, e.g. 'cpu-starved: GPU idle 83 %'")
+        self._flags.append(text.strip())
+        node = self._request.node
+        record = node.stash.get(RECORD_KEY, None)
+        if record is not None:  # flagged after measuring: the record still waits here for its call report
+            node.stash[RECORD_KEY] = record.with_details(**{CELL_FLAGS_KEY: list(self._flags)})
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _claim(self) -> None:
@@ -183,6 +197,8 @@ class GpuBench:
             details["gpus_held_until_at_least"] = time.time()
             details["gpus_waited_s"] = lease.waited_s
         details.update(self.extra_info)
+        if self._flags:
+            details[CELL_FLAGS_KEY] = list(self._flags)
         callspec = getattr(node, "callspec", None)
         marker = node.get_closest_marker("benchmark")
         record = CellRecord(

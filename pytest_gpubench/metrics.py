@@ -86,6 +86,14 @@ _METRICS: tuple[Metric, ...] = (
     Metric("pct_peak_gbps", "%", "%peak BW", "GB/s as a share of the datasheet's memory bandwidth", "rate", True),
     Metric("items_per_s", "items/s", "items/s", "declared items per call / median time", "rate", True),
     Metric("tokens_per_s", "tok/s", "tok/s", "declared tokens per call / median time (generation cells)", "rate", True),
+    # training steps fed by a data loader (bench_suites/test_dataloader.py)
+    Metric("device_idle_pct", "%", "idle %", "share of the timed steps' wall time the device had no step's work: "
+           "GPU, 1 - (CUDA-event time of each step's work, summed) / (wall time on the device's clock); CPU, time the "
+           "loop waited for the next batch / wall time", "rate", False),
+    Metric("device_step_ms", "ms", "step ms", "median time of one step's own work (copy in, forward, backward, "
+           "optimizer) on the device's clock, loader wait excluded", "rate", False),
+    Metric("samples_per_s", "samples/s", "samples/s", "training samples of the timed steps / their wall time",
+           "rate", True),
     # collectives (nccl-tests' definitions)
     Metric("algbw_gbps", "GB/s", "algbw GB/s", "algorithm bandwidth: message bytes / median time", "collective", True),
     Metric("busbw_gbps", "GB/s", "busbw GB/s", "bus bandwidth: algbw x 2(n-1)/n for an all-reduce, x (n-1)/n for an "

@@ -20,6 +20,7 @@ from typing import Any
 from .measure.stats import Summary
 
 GPUBENCH_KEY = "gpubench"  # extra_info[GPUBENCH_KEY] marks a benchmark as ours and holds its details
+CELL_FLAGS_KEY = "cell_flags"  # in the details: what gpubench.flag() was told, kept apart from the computed flags
 RECORD_VERSION = 1
 REPORT_ATTRIBUTE = "gpubench_record"  # a TestReport attribute: pytest and xdist serialize report.__dict__
 
@@ -139,8 +140,20 @@ class _RecordAsFixture:
 
 
 def honesty_flags(record: CellRecord) -> list[str]:
-    """What a reader must know before trusting a cell's figure: it stopped noisier than the stdrel target
-    (on the time cap), or with fewer samples than the minimum. Empty when neither."""
+    """What a reader must know before trusting a cell's figure: the sampler's flags, then those the cell's
+    benchmark raised itself (``gpubench.flag``). Empty when there are none."""
+    return sampling_flags(record) + cell_flags(record)
+
+
+def cell_flags(record: CellRecord) -> list[str]:
+    """The flags a benchmark raised on its own cell with ``gpubench.flag(...)`` (e.g. a GPU starved by its
+    data loader): the sampler cannot see what the figure means, the benchmark can."""
+    return [str(flag) for flag in record.details.get(CELL_FLAGS_KEY) or []]
+
+
+def sampling_flags(record: CellRecord) -> list[str]:
+    """The sampler's flags: the cell stopped noisier than the stdrel target (on the time cap), or with fewer
+    samples than the minimum. Empty when neither."""
     details = record.details
     flags = []
     summary = Summary.of(record.samples_s)

@@ -50,3 +50,42 @@ def test_a_run_that_measured_nothing_says_so_and_fails_under_the_gate(pytester: 
     gated.assert_outcomes(skipped=1)
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
     assert "gpubench: 0 of 1 cells measured (each was skipped or failed); the gate fails the run" in gated.stdout.lines
+
+
+def test_a_cell_flags_its_own_figure_in_the_table_the_json_and_saved_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cells="""
+        def test_starved(gpubench):
+            gpubench.flag("cpu-starved: GPU idle 83 % waiting on the DataLoader")
+            gpubench.record([0.001] * 20)
+            gpubench.flag("  second: raised after recording  ")
+
+        def test_fed(gpubench):
+            gpubench.record([0.001] * 20)
+
+        def test_two_lines(gpubench):
+            gpubench.flag("one\\ntwo")
+    """)
+    result = pytester.runpytest(*FAST, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2, failed=1)
+    lines = result.stdout.lines
+    assert any(line.startswith("! test_starved[cpu] ") for line in lines)
+    assert any(line.startswith("test_fed[cpu] ") for line in lines)
+    note = next(line for line in lines if line.startswith("! test_starved[cpu]: "))
+    assert note == ("! test_starved[cpu]: cpu-starved: GPU idle 83 % waiting on the DataLoader; second: raised after "
+                    "recording")
+    # not the sampler's complaint: the closing line says who raised it
+    assert "! 1 cell flagged by the benchmark itself (gpubench.flag): the notes under the table say why" in lines
+    assert not any("stopped noisier than the stdrel target" in line for line in lines)
+    assert any("ValueError: gpubench.flag('one\\ntwo'): give one non-empty line" in line for line in lines)
+    document = json.loads((pytester.path / "out.json").read_text())
+    by_name = {b["name"]: b["extra_info"]["gpubench"] for b in document["benchmarks"]}
+    assert by_name["test_starved[cpu]"]["flags"] == ["cpu-starved: GPU idle 83 % waiting on the DataLoader",
+                                                     "second: raised after recording"]
+    assert by_name["test_fed[cpu]"]["flags"] == []
+
+    from pytest_gpubench.record import CellResult
+    from pytest_gpubench.report.saved import read_saved_run
+
+    # a report made later from the saved run shows the flag as the run did
+    saved = {r.name: CellResult(r).flags for r in read_saved_run(pytester.path / "out.json").records}
+    assert saved == {"test_starved[cpu]": by_name["test_starved[cpu]"]["flags"], "test_fed[cpu]": []}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..record import cell_flags, sampling_flags
 from .cells import RunView
 from .tables import Table, cost_ranking, definitions, group_tables, throughput_rankings
 
@@ -50,10 +51,14 @@ def describe_run(view: RunView, info: RunInfo) -> list[str]:
                      + ".")
     if view.cost.usd is not None:
         lines.append(f"Cost: {view.cost.describe()}.")
-    flagged = [c for c in view.cells if c.flags]
+    flagged = [c for c in view.cells if sampling_flags(c.record)]
+    raised = [c for c in view.cells if cell_flags(c.record)]
     if flagged:
         lines.append(f"{len(flagged)} cell{'s' if len(flagged) != 1 else ''} marked ! stopped noisier than the stdrel "
                      "target or with fewer samples than the minimum: read their figures with care.")
+    if raised:
+        lines.append(f"{len(raised)} cell{'s' if len(raised) != 1 else ''} marked ! flagged by the benchmark itself "
+                     "(gpubench.flag): the notes under the tables say why.")
     return lines
 
 

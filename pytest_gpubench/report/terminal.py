@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from ..gate import Verdict
-from ..record import CellResult
+from ..record import CellResult, cell_flags, sampling_flags
 from .cells import RunView
 from .tables import Table, group_tables
 
@@ -53,12 +53,16 @@ def summary_lines(results: Sequence[CellResult], verbose: bool = False, width: i
         if lines:
             lines.append("")
         lines.extend(render(table, None if verbose else width))
-    flagged = sum(bool(c.flags) for c in view.cells)
+    flagged = sum(bool(sampling_flags(c.record)) for c in view.cells)
+    raised = sum(bool(cell_flags(c.record)) for c in view.cells)
     closing = []
     if flagged:
         closing.append(f"! {flagged} cell{'s' if flagged != 1 else ''} stopped noisier than the stdrel target or with "
                        "fewer samples than the minimum: read their figures with care (--gpubench-max-time gives them "
                        "longer)")
+    if raised:
+        closing.append(f"! {raised} cell{'s' if raised != 1 else ''} flagged by the benchmark itself (gpubench.flag): "
+                       "the notes under the table say why")
     if view.cost.usd is not None:
         closing.append(f"cost: {view.cost.describe()}")
     for line in closing:
