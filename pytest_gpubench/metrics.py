@@ -120,6 +120,9 @@ _METRICS: tuple[Metric, ...] = (
     Metric("missing_usage", "", "no usage", "completed requests whose server sent no usage: their tokens are not "
            "counted", "serving", False),
     Metric("max_concurrency", "", "concurrency", "most requests the load generator kept in flight", "serving"),
+    Metric("continuous_batching", "", "cont. batching", "1 when the server batched requests continuously (vLLM and "
+           "SGLang always; transformers serve with --continuous-batching), 0 when it served one at a time",
+           "serving"),
     # the load generator's self-check
     Metric("client_target_rate", "req/s", "target rate", "request rate asked for (inf: all at once)", "client"),
     Metric("client_achieved_rate", "req/s", "sent rate", "request rate the client achieved", "client"),
@@ -130,6 +133,10 @@ _METRICS: tuple[Metric, ...] = (
     Metric("client_loop_lag_max_ms", "ms", "loop lag max", "worst lateness of the client's event loop", "client",
            False),
     Metric("client_bound", "", "client-bound", "1 when the client, not the server, limited the run", "client", False),
+    Metric("client_processes", "", "client procs", "processes the load generator spread its streams over", "client"),
+    Metric("client_reruns", "", "client reruns", "times the load was sent again with more client processes because "
+           "the client was the bottleneck (llm_load(client_bound='rerun')); the cell holds the last run", "client",
+           False),
     # cost
     Metric("gpu_seconds", "GPU-s", "GPU-s", "seconds the cell held its GPUs x their count (Modal: the container's "
            "time)", "cost", False),

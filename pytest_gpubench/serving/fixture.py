@@ -4,19 +4,20 @@ fails the cell with its class first and the server's full stdout and stderr atta
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import pytest
 
 from ..hardware import Target
-from ..heartbeat import ticking
+from ..heartbeat import PREFIX, output_for, ticking
 from ..reports import log_dir_for
 from .engines import engine_launch
 from .failures import ServerFailure
@@ -64,13 +65,17 @@ class LlmServerFactory:
         smoke_request: bool | None = None,
         name: str | None = None,
         port: int | None = None,
+        continuous_batching: bool = False,
     ) -> RunningServer:
         port = port or free_port()
         gpus = 0 if self._target is None or self._target.is_cpu else self._target.count
         try:
-            launch_plan = engine_launch(engine, model=model, port=port, gpus=gpus, args=args, argv=argv)
+            launch_plan = engine_launch(engine, model=model, port=port, gpus=gpus, args=args, argv=argv,
+                                        continuous_batching=continuous_batching)
         except ValueError as error:
             fail_cell(f"llm_server: {error}")
+        if launch_plan.note:
+            warnings.warn(launch_plan.note, stacklevel=2)
         spec = ServerSpec(
             name=name or f"{engine}{len(self.servers) or ''}",
             argv=launch_plan.argv,
@@ -79,6 +84,7 @@ class LlmServerFactory:
             health_path=health_path or launch_plan.health_path,
             ready_timeout_s=ready_timeout_s,
             grace_s=grace_s,
+            continuous_batching=launch_plan.continuous_batching,
         )
         log_dir = log_dir_for(self._request.config, self._request.node.nodeid)
         launched: list[RunningServer] = []
@@ -173,6 +179,20 @@ class ClientBoundWarning(UserWarning):
     """The load generator, not the server, limited the run: its timings include client delay."""
 
 
+class ClientRerunWarning(UserWarning):
+    """A load was client-bound and sent again with more client processes (``client_bound="rerun"``); the cell
+    holds the last run's figures."""
+
+
+CLIENT_BOUND_ACTIONS = ("warn", "rerun")
+
+
+def default_max_processes() -> int:
+    """Half the cores this process may use: the server, on the same host, needs the rest."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
 @dataclass(frozen=True)
 class ServingReport:
     metrics: ServingMetrics
@@ -185,24 +205,71 @@ RECORDABLE = ("ttft", "tpot", "e2el")
 
 class LlmLoad:
     """``llm_load(server, prompts, max_tokens=..., max_concurrency=..., request_rate=...)`` sends the load,
-    returns its metrics, and records them in the cell (pytest-benchmark samples: one per request)."""
+    returns its metrics, and records them in the cell (pytest-benchmark samples: one per request).
+
+    ``client_bound="rerun"``: when the self-check finds the client was the bottleneck, the load is sent again
+    with twice the client processes, up to ``max_processes`` (default: half this host's cores), and each
+    rerun is announced as it starts and named in a ClientRerunWarning. The default, ``"warn"``, keeps the
+    run and says how many processes to use."""
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
 
     def __call__(self, server: RunningServer | str, prompts: Sequence[Any], *, record: str = "ttft",
-                 slo: Slo | None = None, **spec: Any) -> ServingReport:
+                 slo: Slo | None = None, client_bound: str = "warn", max_processes: int | None = None,
+                 **spec: Any) -> ServingReport:
         if record not in RECORDABLE:
             raise ValueError(f"record={record!r}; use one of {', '.join(RECORDABLE)}")
+        if client_bound not in CLIENT_BOUND_ACTIONS:
+            raise ValueError(f"client_bound={client_bound!r}; use one of {', '.join(CLIENT_BOUND_ACTIONS)}")
+        if max_processes is not None and max_processes < 1:
+            raise ValueError(f"max_processes={max_processes!r}; use a number of client processes >= 1")
         if not prompts:
             raise ValueError("llm_load needs at least one prompt")
-        url = server.base_url if isinstance(server, RunningServer) else server
-        parsed = urllib.parse.urlsplit(url)
         load_spec = LoadSpec(**spec)
+        cap = max(load_spec.processes, max_processes or default_max_processes())
+        first_processes, reruns = load_spec.processes, 0
+        outcome, metrics = self._send(server, list(prompts), load_spec, slo)
+        check = self_check(outcome, load_spec.processes)
+        while check.client_bound and client_bound == "rerun" and load_spec.processes < cap:
+            more = min(cap, load_spec.processes * 2)
+            self._say(f"client-bound with {load_spec.processes} client process(es): {check.warning}; "
+                      f"sending the load again with processes={more}")
+            load_spec, reruns = replace(load_spec, processes=more), reruns + 1
+            outcome, metrics = self._send(server, list(prompts), load_spec, slo)
+            check = self_check(outcome, load_spec.processes)
+        if check.client_bound:
+            capped = "" if client_bound != "rerun" else (
+                f" (still, with processes={load_spec.processes} after {reruns} rerun(s): max_processes={cap})" if reruns
+                else f" (not sent again: max_processes={cap} allows no more client processes)")
+            warnings.warn(ClientBoundWarning(check.warning + capped), stacklevel=2)
+        elif reruns:
+            warnings.warn(ClientRerunWarning(
+                f"the load was client-bound with processes={first_processes} and was sent again ({reruns} rerun(s)); "
+                f"with processes={load_spec.processes} the self-check is ok, and the cell holds that run"), stacklevel=2)
+        if "gpubench" in self._request.fixturenames:
+            done = [r for r in outcome.results if r.ok]
+            samples = [r.ttft if record == "ttft" else r.e2el if record == "e2el" else r.tpot for r in done]
+            batching = server.spec.continuous_batching if isinstance(server, RunningServer) else None
+            self._request.getfixturevalue("gpubench").record(
+                [s for s in samples if s is not None], timer=f"llm_load:{record}",
+                metrics={**metrics.as_dict(), **check.as_dict(),
+                         "client_processes": load_spec.processes, "client_reruns": reruns,
+                         # the report plots TTFT and TPOT against it
+                         **({"max_concurrency": load_spec.max_concurrency} if load_spec.max_concurrency else {}),
+                         **({"continuous_batching": float(batching)} if batching is not None else {})},
+            )
+        return ServingReport(metrics, check, outcome)
+
+    def _send(self, server: RunningServer | str, prompts: list[Any], load_spec: LoadSpec,
+              slo: Slo | None) -> tuple[LoadOutcome, ServingMetrics]:
+        """One run of the load; fails the cell when the server died or answered nothing."""
+        parsed = urllib.parse.urlsplit(server.base_url if isinstance(server, RunningServer) else server)
+        clients = f", {load_spec.processes} client processes" if load_spec.processes > 1 else ""
         with ticking(self._request.config, self._request.node.nodeid,
-                     f"load of {load_spec.num_requests} requests (+{load_spec.warmup_requests} warm-up) running",
+                     f"load of {load_spec.num_requests} requests (+{load_spec.warmup_requests} warm-up{clients}) running",
                      lambda: f"server's last log line: {server.last_line}" if isinstance(server, RunningServer) else ""):
-            outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, list(prompts), load_spec)
+            outcome = run_load(parsed.hostname or "127.0.0.1", parsed.port or 80, prompts, load_spec)
         metrics = compute_metrics(outcome.results, slo)
         if isinstance(server, RunningServer):
             # broken connections are how a crash shows first: its sockets close a moment before its exit
@@ -212,19 +279,11 @@ class LlmLoad:
             reason = outcome.stopped or (f"none of {len(outcome.results)} requests completed; first errors: "
                                          f"{'; '.join(metrics.first_errors)}")
             self._fail(f"[unhealthy] {reason}", outcome, metrics)
-        check = self_check(outcome, load_spec.processes)
-        if check.client_bound:
-            warnings.warn(ClientBoundWarning(check.warning), stacklevel=2)
-        if "gpubench" in self._request.fixturenames:
-            done = [r for r in outcome.results if r.ok]
-            samples = [r.ttft if record == "ttft" else r.e2el if record == "e2el" else r.tpot for r in done]
-            self._request.getfixturevalue("gpubench").record(
-                [s for s in samples if s is not None], timer=f"llm_load:{record}",
-                metrics={**metrics.as_dict(), **check.as_dict(),
-                         # the report plots TTFT and TPOT against it
-                         **({"max_concurrency": load_spec.max_concurrency} if load_spec.max_concurrency else {})},
-            )
-        return ServingReport(metrics, check, outcome)
+        return outcome, metrics
+
+    def _say(self, line: str) -> None:
+        """A line on the terminal now, while the test runs (the controller's, under -n)."""
+        output_for(self._request.config).write(f"{PREFIX} {self._request.node.nodeid}: {line}")
 
     @property
     def _servers(self) -> list[RunningServer]:

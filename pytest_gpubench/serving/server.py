@@ -34,6 +34,7 @@ class ServerSpec:
     health_path: str = "/health"
     ready_timeout_s: float = 600.0
     grace_s: float = 10.0  # between SIGTERM and SIGKILL at teardown
+    continuous_batching: bool | None = None  # whether the engine batches requests continuously; None: unknown
 
 
 class _LogPump(threading.Thread):
