@@ -94,6 +94,37 @@ _METRICS: tuple[Metric, ...] = (
            "optimizer) on the device's clock, loader wait excluded", "rate", False),
     Metric("samples_per_s", "samples/s", "samples/s", "training samples of the timed steps / their wall time",
            "rate", True),
+    # greedy generation (bench_suites/test_generation.py); its samples are the decode steps' host latencies
+    Metric("prefill_ms", "ms", "prefill", "prompts in -> the first new tokens on the host, median over the measured "
+           "generations", "rate", False),
+    *(Metric(f"per_token_p{p}_ms", "ms", f"per-token p{p}", f"{_STAT_WORDS[f'p{p}']} of a decode step's host time: "
+             "its call -> its tokens on the host (a sync per token, what a user streaming tokens waits for)", "rate",
+             False)
+      for p in (50, 90, 99)),
+    Metric("decode_tokens_per_s", "tok/s", "decode tok/s", "batch x decode steps / their total host time", "rate",
+           True),
+    Metric("generation_tokens_per_s", "tok/s", "gen tok/s", "batch x new tokens / (prefill + decode), median over "
+           "the generations", "rate", True),
+    Metric("compile_s", "s", "compile", "compilation before the first call (JAX: jit lower + compile); 0 for eager "
+           "code; not in the samples", "cell", False),
+    Metric("first_generation_s", "s", "first gen", "the first generation, lazy initialisation included; not in the "
+           "samples", "cell", False),
+    Metric("generation_warmup_s", "s", "warm-up gens", "the untimed generations after the first, before the "
+           "measured ones", "cell", False),
+    Metric("decode_step_device_ms", "ms", "device step", "median time of one decode step on the device's clock, "
+           "steps queued back to back (torch: CUDA events; JAX on a GPU: XLA's profiler); on the CPU, the host's",
+           "rate", False),
+    Metric("decode_step_kernels_ms", "ms", "kernels step", "torch on a GPU: the eager decode step replayed from a "
+           "CUDA graph, on CUDA events: its kernels without Python launching them one by one", "rate", False),
+    Metric("decode_step_host_overhead_ms", "ms", "host overhead", "per-token p50 - device step: the host's share of "
+           "a token's time (dispatch, launches, the tokens' copy to the host)", "rate", False),
+    Metric("device_weight_gbps", "GB/s", "weights GB/s", "bytes of the weights a decode step reads (all but the "
+           "embedding table) / device step: it reads each once, so against the memory bandwidth this says how near "
+           "the step is to its bound", "rate", True),
+    Metric("logits_rel_err", "", "logits rel err", "||torch - jax|| / ||jax|| over the prefill logits of the batch, "
+           "same weights and prompts", "rate", False),
+    Metric("tokens_agree_pct", "%", "tokens agree", "share of the greedy tokens equal in both frameworks (paths may "
+           "part after a near-tie in bf16)", "rate", True),
     # collectives (nccl-tests' definitions)
     Metric("algbw_gbps", "GB/s", "algbw GB/s", "algorithm bandwidth: message bytes / median time", "collective", True),
     Metric("busbw_gbps", "GB/s", "busbw GB/s", "bus bandwidth: algbw x 2(n-1)/n for an all-reduce, x (n-1)/n for an "
