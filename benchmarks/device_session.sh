@@ -37,8 +37,10 @@ run_part() {
                   --benchmark-json="$WORK/dataloader_h200.json" ;;
     serving) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
                --target /tmp/site .whl/*.whl \
-             && PYTHONPATH=/tmp/site:$PYTHONPATH python3 -m pytest bench_suites/test_serving.py --gpu H200:1 \
-               -k transformers -p no:cacheprovider -rs -v --benchmark-json="$WORK/serving_h200.json" ;;
+             && HF_HUB_OFFLINE=1 HF_HUB_DISABLE_UPDATE_CHECK=1 PYTHONPATH=/tmp/site:$PYTHONPATH python3 -m pytest \
+               bench_suites/test_serving.py --gpu H200:1 -k transformers -p no:cacheprovider -rs -v \
+               --benchmark-json="$WORK/serving_h200.json"; code=$?; cp -r gpubench-logs "$WORK/serving-logs" 2>/dev/null
+             return $code ;;
     *) echo "unknown part $name"; return 2 ;;
   esac
 }
