@@ -63,7 +63,8 @@ def test_a_fed_loop_is_not_flagged_and_every_cell_saves_its_throughput_and_idle_
     assert set(cells) == {"test_dataloader_training[workers0-cpu]", "test_dataloader_training[workers2-cpu]"}
     for name, details in cells.items():
         metrics = details["metrics"]
-        assert metrics["samples_per_s"] > 0 and metrics["items_per_s"] > 0, name
+        # throughput by wall time only: a median step hides the loader's bursts
+        assert metrics["samples_per_s"] > 0 and "items_per_s" not in metrics, name
         assert 0 <= metrics["device_idle_pct"] <= 100 and metrics["device_step_ms"] > 0, name
         assert details["cpu_cores_available"] >= 1 and details["timed_steps"] == 12, name
     # with one thread doing both, the 64 px decodes take a fraction of the model's step whatever else runs here
@@ -73,4 +74,4 @@ def test_a_fed_loop_is_not_flagged_and_every_cell_saves_its_throughput_and_idle_
     assert not any("cpu-starved" in line for line in result.stdout.lines)
     # the table shows throughput and idle share beside the time
     header = next(line for line in result.stdout.lines if line.startswith("cell "))
-    assert "items/s" in header and "idle %" in header
+    assert "samples/s" in header and "idle %" in header and "items/s" not in header

@@ -13,11 +13,12 @@ from .cells import Cell, RunView, number, time_unit, usd
 from .speedup import Comparison, totals_lines
 
 FLAG_MARK = "! "
-RATE_KEYS = ("tflops", "pct_peak_tflops", "gbps", "pct_peak_gbps", "items_per_s", "tokens_per_s", "device_idle_pct")
+RATE_KEYS = ("tflops", "pct_peak_tflops", "gbps", "pct_peak_gbps", "items_per_s", "tokens_per_s", "samples_per_s",
+             "device_idle_pct")
 COLLECTIVE_KEYS = ("ranks", "algbw_gbps", "busbw_gbps", "pct_peak_link")
 # the figure a cell is ranked by, best known first: what its work or load says it produces
 HEADLINE_KEYS = ("output_token_throughput", "tokens_per_s", "tflops", "gbps", "busbw_gbps", "items_per_s",
-                 "request_throughput")
+                 "samples_per_s", "request_throughput")
 SERVING_LATENCIES = ("ttft", "tpot", "itl")
 NUMERIC = re.compile(r"[-+$\[\]\d.,/%x ]+|n/a|inf|-inf")
 
