@@ -41,15 +41,18 @@ def main() -> int:
     # where the package is installed its entry point loads the plugin, and naming it again is an error
     if not any(ep.name == "gpubench" for ep in importlib.metadata.entry_points(group="pytest11")):
         env["PYTEST_PLUGINS"] = "pytest_gpubench.plugin"
+    # beside --json, so that a run stopped by a time limit still leaves pytest's own files to read
+    keep = args.json.parent if args.json else None
     with tempfile.TemporaryDirectory() as tmp:
-        junit, saved = Path(tmp) / "junit.xml", Path(tmp) / "saved.json"
+        folder = keep or Path(tmp)
+        junit, saved = folder / f"{args.label}_junit.xml", folder / f"{args.label}_saved.json"
         command = [sys.executable, "-m", "pytest", *args.pytest_args, "-p", "no:cacheprovider", "-q",
                    f"--junitxml={junit}", f"--benchmark-json={saved}"]
         start = time.perf_counter()
         code = subprocess.run(command, cwd=REPO, env=env).returncode
         wall_s = time.perf_counter() - start
-        cells = {case.get("name", ""): float(case.get("time", 0.0)) for case in ET.parse(junit).getroot().iter("testcase")
-                 if case.find("skipped") is None}
+        cells = ({case.get("name", ""): float(case.get("time", 0.0)) for case in ET.parse(junit).getroot().iter("testcase")
+                  if case.find("skipped") is None} if junit.exists() else {})
         benchmarks = json.loads(saved.read_text())["benchmarks"] if saved.exists() else []
     measured = {b["name"]: b for b in benchmarks}
     per_cell = {
@@ -59,6 +62,7 @@ def main() -> int:
             "samples": measured[name]["stats"]["rounds"] if name in measured else None,
             "warmup_s": measured[name]["extra_info"]["gpubench"].get("warmup_s") if name in measured else None,
             "warmup_stop": measured[name]["extra_info"]["gpubench"].get("warmup_stop") if name in measured else None,
+            "measure_s": measured[name]["extra_info"]["gpubench"].get("measure_s") if name in measured else None,
             "stop_reason": measured[name]["extra_info"]["gpubench"].get("stop_reason") if name in measured else None,
         }
         for name, seconds in cells.items()
@@ -71,6 +75,9 @@ def main() -> int:
         "cells": len(cells),
         "mean_cell_s": statistics.fmean(cells.values()) if cells else None,
         "max_cell_s": max(cells.values()) if cells else None,
+        # the plugin's share where the package records it: warm-up and sampling, without the test's own set-up
+        "mean_plugin_s": (statistics.fmean(c["warmup_s"] + c["measure_s"] for c in per_cell.values())
+                          if per_cell and all(c["measure_s"] is not None for c in per_cell.values()) else None),
         "per_cell": per_cell,
     }
     print(json.dumps(result, indent=1))

@@ -174,6 +174,7 @@ class GpuBench:
             "warmup_calls": measurement.warmup_calls,
             "warmup_s": measurement.warmup_s,
             "warmup_stop": measurement.warmup_stop,
+            "measure_s": measurement.elapsed_s,  # with warmup_s: the plugin's time on this cell
             "stop_reason": measurement.stop_reason,
             "stdrel_target": self.policy.stdrel,
             "min_samples": self.policy.min_samples,
