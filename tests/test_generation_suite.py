@@ -3,13 +3,10 @@ that do not agree fail the cells with a message that says so."""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.util
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -26,16 +23,11 @@ FIGURES = ("prefill_ms", "decode_tokens_per_s", "generation_tokens_per_s", "per_
 
 @pytest.fixture(autouse=True)
 def _frameworks() -> None:
-    pytest.importorskip("torch")
-    pytest.importorskip("jax")
-
-
-@pytest.fixture
-def gpt_decoder(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.syspath_prepend(str(SUITES))
-    import gpt_decoder
-
-    yield gpt_decoder
+    # looked up, not imported: jax first imported in this long-lived process, after the tests before it, aborted
+    # the whole test run (SIGABRT) in CI; every use of the frameworks here runs in a subprocess of its own
+    for name in ("torch", "jax"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"the generation suite needs {name}")
 
 
 def test_both_frameworks_generate_the_same_tokens_and_save_their_figures(pytester: pytest.Pytester) -> None:
@@ -97,7 +89,25 @@ def test_cells_fail_and_say_so_when_jax_computes_with_other_weights(pytester: py
                                  "and prompts: relative error * > 0.0001 allowed for fp32*"])
 
 
-def _tiny_runs(gpt_decoder: ModuleType, jax_seed: int) -> tuple[Any, Any]:
+def test_the_agreement_check_itself(pytester: pytest.Pytester) -> None:
+    """check_agreement on tiny runs of both frameworks, in a subprocess (see _frameworks)."""
+    pytester.makepyfile(test_agreement=AGREEMENT_CHECKS.replace("SUITES_PATH", repr(str(SUITES))))
+    result = pytester.runpytest_subprocess("test_agreement.py", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+AGREEMENT_CHECKS = '''
+import dataclasses
+import sys
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, SUITES_PATH)
+import gpt_decoder  # noqa: E402
+
+
+def _tiny_runs(jax_seed: int) -> tuple[Any, Any]:
     import jax
 
     config = gpt_decoder.DecoderConfig(vocab=256, d_model=32, layers=1, heads=2, kv_heads=1, head_dim=16, d_ff=64,
@@ -111,8 +121,8 @@ def _tiny_runs(gpt_decoder: ModuleType, jax_seed: int) -> tuple[Any, Any]:
     return torch_run, jax_run
 
 
-def test_agreement_check_names_the_first_token_that_differs_in_fp32(gpt_decoder: ModuleType) -> None:
-    torch_run, jax_run = _tiny_runs(gpt_decoder, jax_seed=0)
+def test_agreement_check_names_the_first_token_that_differs_in_fp32():
+    torch_run, jax_run = _tiny_runs(jax_seed=0)
     agreement = gpt_decoder.check_agreement(torch_run, jax_run, "fp32")
     assert agreement.tokens_agree == 1.0 and agreement.logits_rel_err < 1e-5
     tokens = jax_run.tokens.copy()
@@ -121,10 +131,10 @@ def test_agreement_check_names_the_first_token_that_differs_in_fp32(gpt_decoder:
         gpt_decoder.check_agreement(torch_run, dataclasses.replace(jax_run, tokens=tokens), "fp32")
 
 
-def test_agreement_check_in_bf16_allows_rounding_but_not_other_weights(gpt_decoder: ModuleType) -> None:
+def test_agreement_check_in_bf16_allows_rounding_but_not_other_weights():
     import numpy as np
 
-    torch_run, same_weights = _tiny_runs(gpt_decoder, jax_seed=0)
+    torch_run, same_weights = _tiny_runs(jax_seed=0)
     logits = torch_run.prefill_logits
     # bf16-sized differences (0.5 % of each logit) and a path that parts after its first token: accepted
     rounded = logits * (1 + 0.005 * np.random.default_rng(0).standard_normal(logits.shape)).astype(np.float32)
@@ -133,6 +143,7 @@ def test_agreement_check_in_bf16_allows_rounding_but_not_other_weights(gpt_decod
     agreement = gpt_decoder.check_agreement(
         torch_run, dataclasses.replace(same_weights, prefill_logits=rounded, tokens=tokens), "bf16")
     assert agreement.first_divergence_step == 2 and agreement.first_tokens_agree == 2
-    _, other_weights = _tiny_runs(gpt_decoder, jax_seed=1)
+    _, other_weights = _tiny_runs(jax_seed=1)
     with pytest.raises(gpt_decoder.OutputsDisagree, match=r"relative error .* > 0.05 allowed for bf16"):
         gpt_decoder.check_agreement(torch_run, other_weights, "bf16")
+'''
