@@ -55,18 +55,17 @@ def main() -> int:
                   if case.find("skipped") is None} if junit.exists() else {})
         benchmarks = json.loads(saved.read_text())["benchmarks"] if saved.exists() else []
     measured = {b["name"]: b for b in benchmarks}
-    per_cell = {
-        name: {
+    def cell(name: str, seconds: float) -> dict[str, object]:
+        saved = measured.get(name)
+        details = saved["extra_info"]["gpubench"] if saved else {}
+        return {
             "cell_s": seconds,
-            "median_s": measured[name]["stats"]["median"] if name in measured else None,
-            "samples": measured[name]["stats"]["rounds"] if name in measured else None,
-            "warmup_s": measured[name]["extra_info"]["gpubench"].get("warmup_s") if name in measured else None,
-            "warmup_stop": measured[name]["extra_info"]["gpubench"].get("warmup_stop") if name in measured else None,
-            "measure_s": measured[name]["extra_info"]["gpubench"].get("measure_s") if name in measured else None,
-            "stop_reason": measured[name]["extra_info"]["gpubench"].get("stop_reason") if name in measured else None,
+            "median_s": saved["stats"]["median"] if saved else None,
+            "samples": saved["stats"]["rounds"] if saved else None,
+            **{key: details.get(key) for key in ("warmup_s", "warmup_stop", "measure_s", "stop_reason")},
         }
-        for name, seconds in cells.items()
-    }
+
+    per_cell = {name: cell(name, seconds) for name, seconds in cells.items()}
     result = {
         "label": args.label,
         "package_root": str(root),
