@@ -320,17 +320,31 @@ class HostStepClock:
 
 @dataclass
 class Progress:
-    """Where the loop is, for the heartbeat thread to read (a str and two ints: no lock needed to read them)."""
+    """Where the loop is, for the heartbeat thread to read (floats, ints and a str: no lock needed to read them).
+
+    The line says what share of the loop so far went to waiting on the DataLoader, not only what the loop does
+    at the instant of the beat: the heartbeat thread runs when the loop lets go of the GIL, which torch's step
+    does and the decoding of a batch in this thread mostly does not, so the instant alone would be biased
+    towards "running the step" just when the loader is what holds the run up."""
 
     total: int
     warmup: int
     num_workers: int
     step: int = 0
     doing: str = "starting the loader's workers"
+    loop_began: float | None = None
+    waited_s: float = 0.0  # finished waits on next(loader)
+    waiting_since: float | None = None  # the wait in progress, if any
 
     def describe(self) -> str:
         stage = " (warm-up)" if self.step < self.warmup else ""
-        return f"training step {self.step + 1}/{self.total}{stage}, {self.doing} (num_workers={self.num_workers})"
+        line = f"training step {self.step + 1}/{self.total}{stage}, {self.doing} (num_workers={self.num_workers})"
+        began, since = self.loop_began, self.waiting_since
+        now = time.perf_counter()
+        if began is None or now <= began:
+            return line
+        waited = self.waited_s + (now - since if since is not None else 0.0)
+        return f"{line}; waited on the DataLoader {waited / (now - began):.0%} of the loop so far"
 
 
 @pytest.fixture(scope="module")
@@ -354,9 +368,14 @@ def _train(model: Any, optimizer: Any, batches: Iterator[Any], warmup_steps: int
             clock.start()
         progress.step, progress.doing = step, "waiting on the DataLoader"
         asked = time.perf_counter()
+        if progress.loop_began is None:
+            progress.loop_began = asked
+        progress.waiting_since = asked
         images, labels = next(batches)
+        got = time.perf_counter()
+        progress.waited_s, progress.waiting_since = progress.waited_s + (got - asked), None
         if timed:
-            waited += time.perf_counter() - asked
+            waited += got - asked
             clock.step_began()
         progress.doing = "running the step"
         if on_gpu:

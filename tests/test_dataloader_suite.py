@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,12 @@ def test_heavy_decoding_starves_the_loop_and_the_cell_says_so(suite: pytest.Pyte
     note = " ".join(lines[next(i for i, line in enumerate(lines)
                                if line.startswith("! test_dataloader_training[workers0-cpu]: ")):][:3])
     assert "cpu-starved: CPU idle" in note and "waiting on the DataLoader (num_workers=0" in note
-    # the slow phase spoke while it ran
-    assert any("test_dataloader_training[workers0-cpu]: training, " in line and "waiting on the DataLoader" in line
-               for line in lines), "\n".join(lines)
+    # the slow phase spoke while it ran, and said where its time went (a share so far, whatever the loop was doing
+    # at the instant of the beat)
+    beats = [line for line in lines if "test_dataloader_training[workers0-cpu]: training, " in line]
+    shares = [int(match.group(1)) for line in beats
+              if (match := re.search(r"waited on the DataLoader (\d+)% of the loop so far", line))]
+    assert shares and max(shares) > 50, "\n".join(lines)
     details = saved_cells(suite)["test_dataloader_training[workers0-cpu]"]
     assert any(flag.startswith("cpu-starved: CPU idle") for flag in details["flags"])
     assert details["metrics"]["device_idle_pct"] > 50
