@@ -109,6 +109,27 @@ class GenerationRun:
         return float(sum(self.step_s))
 
 
+WEIGHT_SEED, PROMPT_SEED = 0, 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the generation suite runs on a target: the model, the batch, and how many generations."""
+
+    config: DecoderConfig
+    shape: GenerationShape
+    warmup_runs: int  # untimed generations after the first, before the measured ones
+    measured_runs: int
+
+
+GPU_PLAN = Plan(DecoderConfig(vocab=32768, d_model=2048, layers=16, heads=32, kv_heads=8, head_dim=64, d_ff=7168,
+                              dtype="bf16"),
+                GenerationShape(batch=8, prompt_len=128, new_tokens=64), warmup_runs=2, measured_runs=5)
+CPU_PLAN = Plan(DecoderConfig(vocab=512, d_model=64, layers=2, heads=4, kv_heads=2, head_dim=16, d_ff=192,
+                              dtype="fp32"),
+                GenerationShape(batch=4, prompt_len=16, new_tokens=16), warmup_runs=1, measured_runs=3)
+
+
 def weight_shapes(config: DecoderConfig, max_seq: int) -> dict[str, tuple[int, ...]]:
     c = config
     q, kv = c.heads * c.head_dim, c.kv_heads * c.head_dim

@@ -28,6 +28,10 @@ table compares them (torch is the baseline). Both cells hold the same figures:
 - ``device_weight_gbps``: the bytes of weights a decode step reads (all but the embedding table) / device step
   time; it reads each once, so against the GPU's memory bandwidth this says how near the step is to its bound.
 
+Which kernels make the two device figures differ, by name and time per step under each framework's own profiler:
+``python benchmarks/generation_kernels.py --target gpu`` (each framework in a process of its own; CUPTI takes one
+profiler at a time, and the JAX cell's timer is one).
+
 The outputs are checked to agree before anything is timed (``gpt_decoder.check_agreement``): on the CPU in fp32
 every greedy token must be equal; in bf16 the prefill logits must agree within 5 % and the first new tokens where
 they are not near-ties (greedy paths may part after a near-tie, which is reported, not failed). Each cell compares
@@ -46,10 +50,13 @@ from typing import Any
 import numpy as np
 import pytest
 from gpt_decoder import (
-    DecoderConfig,
+    CPU_PLAN,
+    GPU_PLAN,
+    PROMPT_SEED,
+    WEIGHT_SEED,
     GenerationRun,
-    GenerationShape,
     JaxDecoder,
+    Plan,
     TorchDecoder,
     check_agreement,
     make_prompts,
@@ -63,25 +70,6 @@ from pytest_gpubench.measure.timers import make_timer
 
 FRAMEWORKS = ("torch", "jax")
 HOST_TIMER = "host_clock_sync_per_token"
-WEIGHT_SEED, PROMPT_SEED = 0, 1
-
-
-@dataclass(frozen=True)
-class Plan:
-    config: DecoderConfig
-    shape: GenerationShape
-    warmup_runs: int  # untimed generations after the first, before the measured ones
-    measured_runs: int
-
-
-GPU_PLAN = Plan(DecoderConfig(vocab=32768, d_model=2048, layers=16, heads=32, kv_heads=8, head_dim=64, d_ff=7168,
-                              dtype="bf16"),
-                GenerationShape(batch=8, prompt_len=128, new_tokens=64), warmup_runs=2, measured_runs=5)
-CPU_PLAN = Plan(DecoderConfig(vocab=512, d_model=64, layers=2, heads=4, kv_heads=2, head_dim=16, d_ff=192,
-                              dtype="fp32"),
-                GenerationShape(batch=4, prompt_len=16, new_tokens=16), warmup_runs=1, measured_runs=3)
-
-
 @dataclass
 class Models:
     """One target's weights, prompts, and each framework's model built from them on first use."""

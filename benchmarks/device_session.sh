@@ -33,6 +33,7 @@ run_part() {
     jax_accuracy) python3 benchmarks/jax_timer_accuracy.py --repeats 2 --json "$WORK/jax_timer_accuracy.json" ;;
     generation) python3 -m pytest bench_suites/test_generation.py --gpu H200:1 -p no:cacheprovider -rs -v \
                   --benchmark-json="$WORK/generation_h200.json" ;;
+    kernels) python3 benchmarks/generation_kernels.py --target gpu --json "$WORK/generation_kernels_h200.json" ;;
     dataloader) python3 -m pytest bench_suites/test_dataloader.py --gpu H200:1 -p no:cacheprovider -rs -v \
                   --benchmark-json="$WORK/dataloader_h200.json" ;;
     serving) python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,66 @@ def test_agreement_check_in_bf16_allows_rounding_but_not_other_weights():
     with pytest.raises(gpt_decoder.OutputsDisagree, match=r"relative error .* > 0.05 allowed for bf16"):
         gpt_decoder.check_agreement(torch_run, other_weights, "bf16")
 '''
+
+
+KERNELS_SCRIPT = SUITES.parent / "benchmarks" / "generation_kernels.py"
+
+
+def _run_kernels_script(pytester: pytest.Pytester, *env: str) -> subprocess.CompletedProcess[str]:
+    command = ["env", *env, sys.executable, str(KERNELS_SCRIPT), "--target", "cpu", "--steps", "3",
+               "--json", str(pytester.path / "kernels.json")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=pytester.path)
+
+
+def test_the_kernel_breakdown_names_each_frameworks_kernels_and_adds_them_up(pytester: pytest.Pytester) -> None:
+    done = _run_kernels_script(pytester)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["framework"]: r for r in json.loads((pytester.path / "kernels.json").read_text())}
+    assert set(results) == {"torch", "jax"}
+    torch_names = {row["name"]: row for row in results["torch"]["top"]}
+    # the model's projections are aten::mm on the CPU, a matmul; the attention is torch's SDPA
+    assert torch_names["aten::mm"]["class"] == "matmul"
+    assert any(row["class"] == "attention" for row in torch_names.values()), torch_names
+    # XLA's CPU runtime runs fusions, one thunk each; its bookkeeping events are not counted as kernels
+    assert all("fusion" in row["name"] or row["name"].startswith(("copy", "dot", "custom")) for row in
+               results["jax"]["top"]), results["jax"]["top"]
+    for framework, result in results.items():
+        assert result["steps_profiled"] == 3 and result["position"] == 24, framework  # 16 prompt + 16 new / 2
+        assert 0 < result["kernel_ms_per_step"] and result["kernels_per_step"] >= result["distinct_kernels"] > 0
+        assert sum(result["classes_ms_per_step"].values()) == pytest.approx(result["kernel_ms_per_step"])
+        shares = [row["share_pct"] for row in result["top"]]
+        assert shares == sorted(shares, reverse=True) and sum(shares) <= 100 + 1e-9, framework
+    # torch's operators run one after another on this thread: their self times fit in the steps' wall time
+    assert results["torch"]["kernel_ms_per_step"] <= results["torch"]["wall_ms_per_step"]
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["per", "decode", "step", "torch", "jax"]
+    assert any(line.split()[-1] == "aten::mm" for line in lines if line.strip())
+
+
+def test_a_framework_that_fails_keeps_its_stderr_and_the_other_still_reports(pytester: pytest.Pytester) -> None:
+    done = _run_kernels_script(pytester, "JAX_PLATFORMS=no_such_backend")
+    assert done.returncode == 1
+    assert "jax: FAILED (exit 1)" in done.stdout and "no_such_backend" in done.stdout
+    results = {r["framework"]: r for r in json.loads((pytester.path / "kernels.json").read_text())}
+    assert "error" not in results["torch"] and results["torch"]["kernel_ms_per_step"] > 0
+    assert "Traceback" in results["jax"]["stderr"]
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off", "matmul"),
+    ("nvjet_tst_128x64_64x8_2x1_v_bz_coopA_TNT", "matmul"),
+    ("gemm_fusion_dot_3", "matmul"),
+    ("void flash_fwd_splitkv_kernel<Flash_fwd_kernel_traits<64, 64, 256, 4, false>>", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80", "attention"),
+    ("Memcpy DtoH (Device -> Pinned)", "copy"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda>", "copy"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>", "other"),
+    ("loop_multiply_fusion_2", "other"),
+    ("input_reduce_fusion", "other"),
+])
+def test_kernel_classes_follow_the_names_gpu_profilers_record(name: str, kind: str) -> None:
+    spec = importlib.util.spec_from_file_location("generation_kernels", KERNELS_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.kernel_class(name) == kind

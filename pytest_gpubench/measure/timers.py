@@ -316,10 +316,9 @@ class JaxDeviceTimer(JaxTimer):
             shutil.rmtree(trace_dir, ignore_errors=True)
 
 
-def device_spans(trace_dir: str, count: int) -> list[float]:
-    """Seconds of GPU work between consecutive boundaries in a perfetto trace XLA's profiler wrote: for each
-    sample, the first kernel's start to the last kernel's end. The work before the first boundary is the
-    untimed lead-in."""
+def xla_trace_events(trace_dir: str) -> tuple[list[dict[str, Any]], set[Any]]:
+    """The complete events ("ph": "X") of the perfetto trace XLA's profiler wrote under ``trace_dir``, and the
+    process ids of its GPU timelines (none on a host without one)."""
     import glob
     import gzip
     import json
@@ -333,9 +332,17 @@ def device_spans(trace_dir: str, count: int) -> list[float]:
     events = document["traceEvents"] if isinstance(document, dict) else document
     gpu_pids = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
                 and str(e.get("args", {}).get("name", "")).startswith("/device:GPU")}
+    return [e for e in events if e.get("ph") == "X"], gpu_pids
+
+
+def device_spans(trace_dir: str, count: int) -> list[float]:
+    """Seconds of GPU work between consecutive boundaries in a perfetto trace XLA's profiler wrote: for each
+    sample, the first kernel's start to the last kernel's end. The work before the first boundary is the
+    untimed lead-in."""
+    events, gpu_pids = xla_trace_events(trace_dir)
     work = sorted((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)),
                    BOUNDARY_MODULE in str((e.get("args") or {}).get("hlo_module", "")))
-                  for e in events if e.get("ph") == "X" and e.get("pid") in gpu_pids)
+                  for e in events if e.get("pid") in gpu_pids)
     boundaries = [i for i, (_, _, is_boundary) in enumerate(work) if is_boundary]
     # a boundary may run as more than one kernel (a memset and the write): consecutive ones are one boundary
     starts = [i for i in boundaries if i - 1 not in boundaries]
