@@ -46,6 +46,11 @@ def test_serving(llm_server):
 """
 
 
+def _default_handlers() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Run:
     """A pytest subprocess in ``folder``, its output in files (a pipe nobody reads could block it)."""
 
@@ -56,9 +61,10 @@ class Run:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gpu=cpu", *args],
             cwd=folder, env=env, stdout=self.out, stderr=self.err,
-            # an ignored SIGINT is inherited (this suite run as a background job: `pytest tests &`), and the
-            # run rightly keeps it ignored; these cases are about a run that gets Ctrl-C
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            # an ignored signal is inherited (this suite run as a background job, `pytest tests &`, ignores
+            # SIGINT; run under nohup it ignores SIGHUP), and the run rightly keeps it ignored; these cases are
+            # about a run that gets these signals
+            preexec_fn=_default_handlers,
         )
 
     def finish(self, timeout_s: float) -> tuple[int, str]:

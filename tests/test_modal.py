@@ -210,10 +210,10 @@ def test_a_signal_mid_cell_terminates_every_sandbox_and_leaves_no_process(
         def test_slow(gpubench):
             time.sleep(600)
     """)
-    # SIGINT at its default in the child: a suite started as a background job passes it on ignored
+    # the signal at its default in the child: a suite started as a background job passes SIGINT on ignored
     process = subprocess.Popen([sys.executable, "-m", "pytest", "--gpu=H100", "--modal", "-p", "no:cacheprovider"],
                                cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any(e["event"] == "pid" and "pytest_gpubench.runner" in json.dumps(standin()) for e in standin()):
         assert time.monotonic() < deadline and process.poll() is None, "the cell never started in the stand-in"
