@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
-import gzip
 import json
 import math
-import os
 import shutil
 import statistics
 import tempfile
@@ -30,7 +27,8 @@ import time
 from typing import Any
 
 from pytest_gpubench.measure.sampler import SamplingPolicy, measure
-from pytest_gpubench.measure.timers import BOUNDARY_MODULE, CudaEventTimer, JaxDeviceTimer, JaxTimer
+from pytest_gpubench.measure.timers import BOUNDARY_MODULE, CudaEventTimer, JaxDeviceTimer, JaxTimer, \
+    xla_trace_events
 
 POLICY = SamplingPolicy()  # the fixture's defaults: adaptive warm-up (docs/RESULTS.md, section 10)
 
@@ -82,14 +80,10 @@ def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], per_call_s: flo
         jax.block_until_ready((result, flush()))
         del result
         jax.profiler.stop_trace()
-        (path,) = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
-        with gzip.open(path, "rt") as handle:
-            events = json.load(handle)["traceEvents"]
+        events, gpu = xla_trace_events(trace_dir)
     finally:
         shutil.rmtree(trace_dir, ignore_errors=True)
-    gpu = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
-           and str(e["args"]["name"]).startswith("/device:GPU")}
-    kernels = [e for e in events if e.get("ph") == "X" and e.get("pid") in gpu]
+    kernels = [e for e in events if e.get("pid") in gpu]
     first_flush = min(float(e["ts"]) for e in kernels if BOUNDARY_MODULE in (e.get("args") or {}).get("hlo_module", ""))
     per_call: dict[str, float] = collections.defaultdict(float)
     by_kernel: dict[str, list[float]] = collections.defaultdict(list)
