@@ -5,6 +5,7 @@ nothing that was already reported."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,11 @@ def fail_report(report: pytest.TestReport, message: str) -> None:
 def ingest(session: GpubenchSession, report: pytest.TestReport) -> None:
     if report.when == "setup" and is_cell(report):
         session.cells_seen += 1
+    if is_cell(report):
+        if report.skipped and report.when != "teardown":
+            session.skipped_cells[report.nodeid] = skip_reason(report)
+        elif report.failed:
+            session.failed_cells.add(report.nodeid)
     if report.when == "call":
         try:
             record = record_of(report)
@@ -146,12 +152,33 @@ def note_failed_cell(session: GpubenchSession, nodeid: str) -> None:
     session.verdicts[nodeid] = Verdict(nodeid, "failed", baseline=baseline.label if baseline else None, note=note)
 
 
+def skip_reason(report: pytest.TestReport) -> str:
+    """A skipped report's reason as ``-rs`` shows it ("needs 8× H100; this host has no GPU")."""
+    longrepr = report.longrepr
+    text = str(longrepr[2]) if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3 else str(longrepr)
+    return text.removeprefix("Skipped: ")
+
+
 def nothing_measured(session: GpubenchSession) -> str | None:
     """One line when cells ran (or were skipped) but none was measured, e.g. every target skipped on a host
-    without the GPU: under the gate that must not read as a pass."""
-    if session.cells_seen and not session.records:
-        return f"gpubench: 0 of {session.cells_seen} cells measured (each was skipped or failed)"
-    return None
+    without the GPU: under the gate that must not read as a pass. It says why, as a ``-q`` run shows only
+    its s's: the commonest skip reason, and how many failed or recorded nothing."""
+    if not session.cells_seen or session.records:
+        return None
+    parts = []
+    reasons = Counter(session.skipped_cells.values())
+    if reasons:
+        reason, count = reasons.most_common(1)[0]
+        others = len(session.skipped_cells) - count
+        rest = f"; {others} for other reasons, -rs lists them" if others else ""
+        parts.append(f"{len(session.skipped_cells)} skipped ({reason}{rest})")
+    failed = session.failed_cells - set(session.skipped_cells)
+    if failed:
+        parts.append(f"{len(failed)} failed")
+    silent = session.cells_seen - len(session.skipped_cells) - len(failed)
+    if silent > 0:
+        parts.append(f"{silent} ran without recording a figure")
+    return f"gpubench: 0 of {session.cells_seen} cells measured: {', '.join(parts)}"
 
 
 def note_missing_cells(session: GpubenchSession) -> None:

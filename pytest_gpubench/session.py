@@ -68,6 +68,8 @@ class GpubenchSession:
         self.records: list[CellRecord] = []
         self.warmth = DeviceWarmth()  # which devices a cell of this process kept busy a moment ago
         self.cells_seen = 0  # cells reported (run or skipped), so a run that measured none can say so
+        self.skipped_cells: dict[str, str] = {}  # nodeid -> why, and failed cells: that run can also say why
+        self.failed_cells: set[str] = set()
         self.verdicts: dict[str, Verdict] = {}
         self.summary_written_to: str | None = None
 

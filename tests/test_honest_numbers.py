@@ -45,11 +45,38 @@ def test_a_run_that_measured_nothing_says_so_and_fails_under_the_gate(pytester: 
     plain = pytester.runpytest("--gpu=H200", "-p", "no:cacheprovider")
     plain.assert_outcomes(skipped=1)
     assert plain.ret == pytest.ExitCode.OK
-    assert "gpubench: 0 of 1 cells measured (each was skipped or failed)" in plain.stdout.lines
+    assert "gpubench: 0 of 1 cells measured: 1 skipped (needs 1× H200; this host has no GPU)" in plain.stdout.lines
     gated = pytester.runpytest("--gpu=H200", "-p", "no:cacheprovider", "--benchmark-compare", "--gpubench-gate=5%")
     gated.assert_outcomes(skipped=1)
     assert gated.ret == pytest.ExitCode.TESTS_FAILED
-    assert "gpubench: 0 of 1 cells measured (each was skipped or failed); the gate fails the run" in gated.stdout.lines
+    assert ("gpubench: 0 of 1 cells measured: 1 skipped (needs 1× H200; this host has no GPU); the gate fails the run"
+            in gated.stdout.lines)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_the_line_for_a_run_that_measured_nothing_says_why(pytester: pytest.Pytester, workers: list[str]) -> None:
+    pytester.makepyfile(test_cells="""
+        import pytest
+
+        def test_serving_a(gpubench):
+            pytest.skip("needs the serving extra")
+
+        def test_serving_b(gpubench):
+            pytest.skip("needs the serving extra")
+
+        def test_vllm(gpubench):
+            pytest.skip("vLLM is not installed")
+
+        def test_broken(gpubench):
+            assert False, "the kernel raised"
+
+        def test_forgot_to_record(gpubench):
+            pass
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "-q", *workers)
+    result.assert_outcomes(skipped=3, failed=1, passed=1)
+    assert ("gpubench: 0 of 5 cells measured: 3 skipped (needs the serving extra; 1 for other reasons, -rs lists "
+            "them), 1 failed, 1 ran without recording a figure") in result.stdout.lines
 
 
 def test_a_cell_flags_its_own_figure_in_the_table_the_json_and_saved_reports(pytester: pytest.Pytester) -> None:
