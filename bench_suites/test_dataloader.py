@@ -323,9 +323,9 @@ class Progress:
     """Where the loop is, for the heartbeat thread to read (floats, ints and a str: no lock needed to read them).
 
     The line says what share of the loop so far went to waiting on the DataLoader, not only what the loop does
-    at the instant of the beat: the heartbeat thread runs when the loop lets go of the GIL, which torch's step
-    does and the decoding of a batch in this thread mostly does not, so the instant alone would be biased
-    towards "running the step" just when the loader is what holds the run up."""
+    at the instant of the beat: that instant is no fair sample (the heartbeat thread runs when it gets the GIL,
+    which depends on what the loop holds then), and in CI both beats of a loop that waited 83 % of its time
+    read "running the step"."""
 
     total: int
     warmup: int
