@@ -62,7 +62,8 @@ def main() -> int:
             "cell_s": seconds,
             "median_s": saved["stats"]["median"] if saved else None,
             "samples": saved["stats"]["rounds"] if saved else None,
-            **{key: details.get(key) for key in ("warmup_s", "warmup_stop", "measure_s", "stop_reason")},
+            **{key: details.get(key) for key in ("warmup_s", "first_call_s", "warmup_stop", "measure_s",
+                                                 "stop_reason")},
         }
 
     per_cell = {name: cell(name, seconds) for name, seconds in cells.items()}
@@ -74,9 +75,14 @@ def main() -> int:
         "cells": len(cells),
         "mean_cell_s": statistics.fmean(cells.values()) if cells else None,
         "max_cell_s": max(cells.values()) if cells else None,
-        # the plugin's share where the package records it: warm-up and sampling, without the test's own set-up
+        # the plugin's share where the package records it: warm-up and sampling, without the test's own set-up;
+        # the first call (the test's compile and allocation) is inside warmup_s, and kept apart where recorded
         "mean_plugin_s": (statistics.fmean(c["warmup_s"] + c["measure_s"] for c in per_cell.values())
                           if per_cell and all(c["measure_s"] is not None for c in per_cell.values()) else None),
+        "mean_plugin_s_without_first_call": (
+            statistics.fmean(c["warmup_s"] - c["first_call_s"] + c["measure_s"] for c in per_cell.values())
+            if per_cell and all(c["measure_s"] is not None and c["first_call_s"] is not None
+                                for c in per_cell.values()) else None),
         "per_cell": per_cell,
     }
     print(json.dumps(result, indent=1))

@@ -174,7 +174,10 @@ class GpuBench:
             "warmup_calls": measurement.warmup_calls,
             "warmup_s": measurement.warmup_s,
             "warmup_stop": measurement.warmup_stop,
-            "measure_s": measurement.elapsed_s,  # with warmup_s: the plugin's time on this cell
+            # warmup_s less first_call_s (the test's own compile and allocation), plus measure_s: the plugin's
+            # time on this cell
+            "first_call_s": measurement.first_call_s,
+            "measure_s": measurement.elapsed_s,
             "stop_reason": measurement.stop_reason,
             "stdrel_target": self.policy.stdrel,
             "min_samples": self.policy.min_samples,

@@ -104,6 +104,22 @@ def test_a_timer_with_its_own_lead_in_warms_up_with_its_first_call_only() -> Non
     assert m.warmup_calls == 1 and m.warmup_stop.startswith("first call only")
 
 
+def test_a_first_call_that_compiles_for_longer_than_the_cap_leaves_the_warm_up_its_whole_time() -> None:
+    class CompilingTimer(DeviceTimer):
+        """The first call compiles on the host for 1.2 s, longer than the GPU warm-up's 1 s cap."""
+
+        def time_batch(self, fn: Callable[[], Any], count: int, loops: int) -> list[float]:
+            if self.calls == 0:
+                time.sleep(1.2)
+            return super().time_batch(fn, count, loops)
+
+    m = measure(_noop, CompilingTimer(power_limited), ADAPTIVE)
+    # warmed until the kernel stopped slowing, as without the compile, not cut at the cap with no batch run
+    assert m.warmup_stop.startswith("steady after ") and "(rested device)" in m.warmup_stop, m.warmup_stop
+    assert 1.2 <= m.first_call_s < 1.3 and m.warmup_s > m.first_call_s + 0.4
+    assert m.summary.median == pytest.approx(1.58e-3, rel=0.01)
+
+
 def test_a_device_that_rested_longer_than_the_gap_is_cold_again() -> None:
     now = [100.0]
     warmth = DeviceWarmth(clock=lambda: now[0])
@@ -135,4 +151,5 @@ def test_the_cell_record_says_why_its_warm_up_ended(pytester: pytest.Pytester) -
     details = json.loads((pytester.path / "out.json").read_text())["benchmarks"][0]["extra_info"]["gpubench"]
     stop = details["warmup_stop"]
     assert stop.startswith(("steady after ", "cap 0.1 s reached after ")), stop
-    assert details["warmup_s"] <= 0.1 + 0.05
+    assert details["warmup_s"] <= details["first_call_s"] + 0.1 + 0.05
+    assert 0 < details["first_call_s"] <= details["warmup_s"]

@@ -5,7 +5,8 @@ Warm-up is adaptive: it runs the call in short batches and stops once the median
 stopped moving against the batches before them (a clock ramping up, a power-limited kernel slowing as it
 heats), or at a cap. A device that the previous cell kept busy a moment ago is already at its working
 clocks, so it needs fewer batches to show it is steady. A fixed ``warmup_s`` (the user's choice) is kept as
-given.
+given. Either starts after the first call, which compiles and allocates; the record keeps that call's time apart
+(``first_call_s``).
 
 The stopping rule is NVBench's: stop once the relative standard error of the median (``stdrel``) is
 under the target, at least ``min_samples`` were taken and ``min_time_s`` has passed; or once
@@ -86,6 +87,7 @@ class Measurement:
     stop_reason: str
     policy: SamplingPolicy = field(default_factory=SamplingPolicy)
     warmup_stop: str = ""
+    first_call_s: float = 0.0  # of warmup_s: the first call, which compiles and allocates (the test's cost)
 
     @cached_property
     def samples_s(self) -> tuple[float, ...]:
@@ -112,6 +114,7 @@ class WarmUp:
     calls: int
     seconds: float
     stop: str  # why it ended, for the cell's record
+    first_call_s: float  # the first call's wall time, compilation and allocation included
 
 
 def _warm_up(fn: Callable[[], Any], timer: Timer, policy: SamplingPolicy, warm_device: bool) -> WarmUp:
@@ -119,38 +122,42 @@ def _warm_up(fn: Callable[[], Any], timer: Timer, policy: SamplingPolicy, warm_d
     start = clock()
     per_call = timer.time_batch(fn, 1, 1)[0]  # the first call pays for compilation and allocation
     calls = 1
-    wall_per_call = clock() - start
+    wall_per_call = first_call_s = clock() - start
+    # The warm-up proper starts after the first call: a call that compiles for seconds (jit, torch.compile,
+    # cuBLAS's first handle) keeps the host busy, not the device, and must not use up the warm-up's time.
+    begin = clock()
+
+    def done(stop: str) -> WarmUp:
+        return WarmUp(per_call, wall_per_call, calls, clock() - start, stop, first_call_s)
+
     if policy.warmup_s is not None:  # the user's fixed warm-up
-        while clock() - start < policy.warmup_s:
+        while clock() - begin < policy.warmup_s:
             size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
             batch_start = clock()
             per_call = float(np.median(timer.time_batch(fn, size, 1)))
             wall_per_call = (clock() - batch_start) / size
             calls += size
-        return WarmUp(per_call, wall_per_call, calls, clock() - start, f"fixed {policy.warmup_s:g} s")
+        return done(f"fixed {policy.warmup_s:g} s")
     if timer.settles_itself:
-        return WarmUp(per_call, wall_per_call, calls, clock() - start,
-                      "first call only: the timer runs its own lead-in before every batch")
+        return done("first call only: the timer runs its own lead-in before every batch")
     cap = CPU_WARMUP_S if timer.on_cpu else GPU_WARMUP_S
     window = WARM_WINDOW if warm_device else COLD_WINDOW
     minimum = 0.0 if (warm_device or timer.on_cpu) else COLD_MIN_WARMUP_S
     medians: list[float] = []
     drift = math.inf
     while True:
-        elapsed = clock() - start
+        elapsed = clock() - begin
         if len(medians) >= 2 * window and elapsed >= minimum:
             newest, before = float(np.median(medians[-window:])), float(np.median(medians[-2 * window:-window]))
             drift = newest / before - 1 if before > 0 else math.inf
             if abs(drift) <= WARMUP_DRIFT:
                 state = "warm device" if warm_device else "rested device"
-                stop = (f"steady after {len(medians)} batches, {elapsed:.2f} s ({state}): the newest {window} batches "
-                        f"{drift:+.2%} from the {window} before")
-                return WarmUp(per_call, wall_per_call, calls, elapsed, stop)
+                return done(f"steady after {len(medians)} batches, {elapsed:.2f} s ({state}): the newest {window} "
+                            f"batches {drift:+.2%} from the {window} before")
         if elapsed >= cap:
             shown = (f"too few to judge ({2 * window} needed)" if math.isinf(drift)
                      else f"still moving {drift:+.2%}")
-            return WarmUp(per_call, wall_per_call, calls, elapsed,
-                          f"cap {cap:g} s reached after {len(medians)} batches, {shown}")
+            return done(f"cap {cap:g} s reached after {len(medians)} batches, {shown}")
         size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
         batch_start = clock()
         per_call = float(np.median(timer.time_batch(fn, size, 1)))
@@ -209,4 +216,5 @@ def measure(
         stop_reason=reason,
         policy=policy,
         warmup_stop=warm.stop,
+        first_call_s=warm.first_call_s,
     )
