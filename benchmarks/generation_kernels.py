@@ -220,11 +220,11 @@ def table(results: list[dict[str, Any]]) -> str:
     if good:
         label = f"{'per decode step':34}" + "".join(f"{r['framework']:>14}" for r in good)
         lines.append(label)
-        rows = [("wall ms (host clock, profiled)", "wall_ms_per_step"), ("kernel ms (sum of durations)",
-                                                                         "kernel_ms_per_step"),
-                ("kernels", "kernels_per_step"), ("distinct kernels", "distinct_kernels")]
-        for title, key in rows:
-            lines.append(f"{title:34}" + "".join(f"{r[key]:>14.3f}" for r in good))
+        rows = [("wall ms (host clock, profiled)", "wall_ms_per_step", ".3f"),
+                ("kernel ms (sum of durations)", "kernel_ms_per_step", ".3f"),
+                ("kernels", "kernels_per_step", ".1f"), ("distinct kernels", "distinct_kernels", "d")]
+        for title, key, form in rows:
+            lines.append(f"{title:34}" + "".join(f"{r[key]:>14{form}}" for r in good))
         for label_class in ("matmul", "attention", "copy", "other"):
             lines.append(f"{'  ' + label_class + ' ms':34}" + "".join(
                 f"{r['classes_ms_per_step'][label_class]:>14.3f}" for r in good))
