@@ -236,7 +236,45 @@ class StepTimes:
         return max(0.0, 1.0 - sum(self.busy_s) / self.wall_s) if self.wall_s > 0 else 0.0
 
 
-class CudaStepClock:
+class StepClock:
+    """Marks at the timed window's start and at each step's beginning and end, on one clock; the clocks below
+    differ only in what a mark is, how two are subtracted, and whether queued work must be waited for."""
+
+    def __init__(self) -> None:
+        self._origin: Any = None
+        self._begins: list[Any] = []
+        self._ends: list[Any] = []
+
+    def _mark(self) -> Any:
+        raise NotImplementedError
+
+    def _seconds(self, earlier: Any, later: Any) -> float:
+        raise NotImplementedError
+
+    def _settle(self) -> None:
+        """Wait for work already queued, where the clock runs behind the host."""
+
+    def start(self) -> None:
+        self._settle()  # the warm-up's queued work is not the window's
+        self._origin = self._mark()
+
+    def step_began(self) -> None:
+        self._begins.append(self._mark())
+
+    def step_ended(self) -> None:
+        self._ends.append(self._mark())
+
+    def finish(self) -> StepTimes:
+        self._settle()
+        starts = [self._origin, *self._ends[:-1]]
+        return StepTimes(
+            periods_s=tuple(self._seconds(a, b) for a, b in zip(starts, self._ends)),
+            busy_s=tuple(self._seconds(a, b) for a, b in zip(self._begins, self._ends)),
+            wall_s=self._seconds(self._origin, self._ends[-1]),
+        )
+
+
+class CudaStepClock(StepClock):
     """The GPU's own clock: CUDA events on the stream that runs the steps.
 
     An event recorded before a step's host-to-device copy and one after its optimizer step bracket the step's
@@ -256,37 +294,22 @@ class CudaStepClock:
     def __init__(self) -> None:
         import torch
 
+        super().__init__()
         self._torch = torch
-        self._origin: Any = None
-        self._begins: list[Any] = []
-        self._ends: list[Any] = []
 
-    def _event(self) -> Any:
+    def _mark(self) -> Any:
         event = self._torch.cuda.Event(enable_timing=True)
         event.record()
         return event
 
-    def start(self) -> None:
-        self._torch.cuda.synchronize()  # the warm-up's queued work is not the window's
-        self._origin = self._event()
+    def _seconds(self, earlier: Any, later: Any) -> float:
+        return float(earlier.elapsed_time(later)) / 1e3
 
-    def step_began(self) -> None:
-        self._begins.append(self._event())
-
-    def step_ended(self) -> None:
-        self._ends.append(self._event())
-
-    def finish(self) -> StepTimes:
+    def _settle(self) -> None:
         self._torch.cuda.synchronize()
-        starts = [self._origin, *self._ends[:-1]]
-        return StepTimes(
-            periods_s=tuple(a.elapsed_time(b) / 1e3 for a, b in zip(starts, self._ends)),
-            busy_s=tuple(a.elapsed_time(b) / 1e3 for a, b in zip(self._begins, self._ends)),
-            wall_s=self._origin.elapsed_time(self._ends[-1]) / 1e3,
-        )
 
 
-class HostStepClock:
+class HostStepClock(StepClock):
     """The CPU's clock, when the model runs on the CPU: a step's work runs in the loop's own thread, so the
     device is idle exactly while the loop waits in ``next(loader)``; busy = the rest of each step."""
 
@@ -295,27 +318,11 @@ class HostStepClock:
               "wall time of the timed steps, on perf_counter")
     resolution_s = time.get_clock_info("perf_counter").resolution
 
-    def __init__(self) -> None:
-        self._origin = 0.0
-        self._begins: list[float] = []
-        self._ends: list[float] = []
+    def _mark(self) -> float:
+        return time.perf_counter()
 
-    def start(self) -> None:
-        self._origin = time.perf_counter()
-
-    def step_began(self) -> None:
-        self._begins.append(time.perf_counter())
-
-    def step_ended(self) -> None:
-        self._ends.append(time.perf_counter())
-
-    def finish(self) -> StepTimes:
-        starts = [self._origin, *self._ends[:-1]]
-        return StepTimes(
-            periods_s=tuple(b - a for a, b in zip(starts, self._ends)),
-            busy_s=tuple(b - a for a, b in zip(self._begins, self._ends)),
-            wall_s=self._ends[-1] - self._origin,
-        )
+    def _seconds(self, earlier: float, later: float) -> float:
+        return later - earlier
 
 
 @dataclass
