@@ -23,7 +23,6 @@ import math
 import shutil
 import statistics
 import tempfile
-import time
 from typing import Any
 
 from pytest_gpubench.measure.sampler import SamplingPolicy, measure
@@ -68,12 +67,7 @@ def profiler_reference(jax: Any, fn: Any, args: tuple[Any, ...], per_call_s: flo
     trace_dir = tempfile.mkdtemp()
     try:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-        result = None
-        start = time.perf_counter()
-        for _ in range(min(math.ceil(timer.LEAD_IN_S / per_call_s), 100_000)):
-            result = fn(*args)
-            if time.perf_counter() - start > timer.LEAD_IN_S:
-                break
+        result = timer.lead_in(lambda: fn(*args), per_call_s)
         for _ in range(calls):  # no wait between: the first flush marks where the lead-in's kernels end
             flush()
             result = fn(*args)

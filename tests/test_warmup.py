@@ -153,3 +153,68 @@ def test_the_cell_record_says_why_its_warm_up_ended(pytester: pytest.Pytester) -
     assert stop.startswith(("steady after ", "cap 0.1 s reached after ")), stop
     assert details["warmup_s"] <= details["first_call_s"] + 0.1 + 0.05
     assert 0 < details["first_call_s"] <= details["warmup_s"]
+
+
+class ScriptedCall:
+    """A JAX call whose time follows ``per_call(seconds of load so far)`` on a virtual clock (the lead-in's
+    ``clock``): what JAX's device timer's lead-in sees of a power-limited kernel, with no host jitter."""
+
+    def __init__(self, per_call: Callable[[float], float]) -> None:
+        import jax.numpy as jnp
+
+        self._per_call = per_call
+        self._output = jnp.zeros(())
+        self.now = 1000.0
+        self.load_s = 0.0
+
+    def __call__(self) -> Any:
+        seconds = self._per_call(self.load_s)
+        self.now += seconds
+        self.load_s += seconds
+        return self._output
+
+
+def _device_timer(call: ScriptedCall) -> Any:
+    pytest.importorskip("jax")
+    from pytest_gpubench.measure.timers import JaxDeviceTimer
+
+    timer = JaxDeviceTimer("hot")
+    timer.clock = lambda: call.now
+    return timer
+
+
+def test_jax_device_timers_lead_in_runs_until_a_power_limited_kernel_stops_slowing() -> None:
+    call = ScriptedCall(power_limited)
+    timer = _device_timer(call)
+    timer.lead_in(call, per_call_s=1.33e-3)
+    stop = timer.lead_in_stop
+    assert stop.startswith("steady after ") and "(rested device)" in stop, stop
+    # settled near the sustained time: past the old fixed 0.5 s, short of the cap
+    assert 0.5 < call.load_s < timer.LEAD_IN_CAP_S
+    assert power_limited(call.load_s) == pytest.approx(1.58e-3, rel=0.01)
+
+
+def test_jax_device_timers_lead_in_is_short_after_its_own_batch_and_for_a_dispatch_bound_kernel() -> None:
+    steady = ScriptedCall(lambda _: 2e-3)
+    timer = _device_timer(steady)
+    timer.lead_in(steady, per_call_s=2e-3)
+    assert timer.lead_in_stop.startswith("steady after 6 batches, 0.3") and "(rested device)" in timer.lead_in_stop
+    timer._rested_since = steady.now  # noqa: SLF001 - as at the end of a batch: the GPU was busy just now
+    timer.lead_in(steady, per_call_s=2e-3)
+    assert timer.lead_in_stop.startswith("steady after 4 batches, 0.2") and "(warm device)" in timer.lead_in_stop
+    steady.now += 0.6  # a rest longer than the warm gap: judged as rested again
+    timer.lead_in(steady, per_call_s=2e-3)
+    assert "(rested device)" in timer.lead_in_stop
+
+    # 2 us of GPU work a call, 300 us of host work: the GPU idles, and the host's clock cannot show it settle
+    host_bound = ScriptedCall(lambda _: 300e-6)
+    timer = _device_timer(host_bound)
+    timer.lead_in(host_bound, per_call_s=2e-6)
+    assert timer.lead_in_stop.startswith("0.10 s: dispatch-bound, 300.0 us a call"), timer.lead_in_stop
+
+
+def test_jax_device_timers_first_batch_leads_in_with_the_one_call_that_compiles() -> None:
+    call = ScriptedCall(lambda _: 1e-3)
+    timer = _device_timer(call)
+    timer.lead_in(call, per_call_s=0.0)
+    assert call.load_s == pytest.approx(1e-3) and timer.lead_in_stop.startswith("one call")

@@ -25,24 +25,14 @@ from typing import Any
 import numpy as np
 
 from .stats import Summary, relative_median_stderr
+from .steady import COLD_MIN_S, STEP_S, WARM_GAP_S, run_until_steady
 from .timers import Timer, loops_for
 
-BATCH_SECONDS = 0.05  # check the stopping rule about 20 times a second
-# A power-limited kernel (an H200's bf16 matrix product) runs 3-5 % faster in its first half-second than once
-# its clocks settle (measured: docs/RESULTS.md): warm-up goes on until the figure stops moving, up to these caps.
+BATCH_SECONDS = STEP_S  # check the stopping rule about 20 times a second
+# Warm-up runs until the figure stops moving (steady.py), up to these caps after the first call.
 GPU_WARMUP_S = 1.0
 CPU_WARMUP_S = 0.1
-# Steady: the median of the newest WINDOW warm-up batches is within WARMUP_DRIFT of the median of the WINDOW
-# batches before them. Comparing two windows, not neighbouring batches, catches a slow slide: the matmul's
-# 5 % over 0.7 s is 0.35 % a 50 ms batch, under any per-batch tolerance, but 1 % between windows 150 ms apart.
-WARMUP_DRIFT = 0.005
-COLD_WINDOW = 3
-# A device busy until just before this cell (the previous cell's work) has its clocks up: 2 batches against 2
-# suffice to show the new kernel is steady; one that rested longer than WARM_GAP_S starts over.
-WARM_WINDOW = 2
-WARM_GAP_S = 0.5
-# A rested GPU ramps its clocks and fills its caches for its first tens of milliseconds whatever the kernel.
-COLD_MIN_WARMUP_S = 0.1
+COLD_MIN_WARMUP_S = COLD_MIN_S
 
 
 class DeviceWarmth:
@@ -130,40 +120,24 @@ def _warm_up(fn: Callable[[], Any], timer: Timer, policy: SamplingPolicy, warm_d
     def done(stop: str) -> WarmUp:
         return WarmUp(per_call, wall_per_call, calls, clock() - start, stop, first_call_s)
 
-    if policy.warmup_s is not None:  # the user's fixed warm-up
-        while clock() - begin < policy.warmup_s:
-            size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
-            batch_start = clock()
-            per_call = float(np.median(timer.time_batch(fn, size, 1)))
-            wall_per_call = (clock() - batch_start) / size
-            calls += size
-        return done(f"fixed {policy.warmup_s:g} s")
-    if timer.settles_itself:
-        return done("first call only: the timer runs its own lead-in before every batch")
-    cap = CPU_WARMUP_S if timer.on_cpu else GPU_WARMUP_S
-    window = WARM_WINDOW if warm_device else COLD_WINDOW
-    minimum = 0.0 if (warm_device or timer.on_cpu) else COLD_MIN_WARMUP_S
-    medians: list[float] = []
-    drift = math.inf
-    while True:
-        elapsed = clock() - begin
-        if len(medians) >= 2 * window and elapsed >= minimum:
-            newest, before = float(np.median(medians[-window:])), float(np.median(medians[-2 * window:-window]))
-            drift = newest / before - 1 if before > 0 else math.inf
-            if abs(drift) <= WARMUP_DRIFT:
-                state = "warm device" if warm_device else "rested device"
-                return done(f"steady after {len(medians)} batches, {elapsed:.2f} s ({state}): the newest {window} "
-                            f"batches {drift:+.2%} from the {window} before")
-        if elapsed >= cap:
-            shown = (f"too few to judge ({2 * window} needed)" if math.isinf(drift)
-                     else f"still moving {drift:+.2%}")
-            return done(f"cap {cap:g} s reached after {len(medians)} batches, {shown}")
+    def step() -> float:
+        nonlocal per_call, wall_per_call, calls
         size = _batch_size(timer, wall_per_call, timer.batch_limit(1))
         batch_start = clock()
         per_call = float(np.median(timer.time_batch(fn, size, 1)))
         wall_per_call = (clock() - batch_start) / size
         calls += size
-        medians.append(per_call)
+        return per_call
+
+    if policy.warmup_s is not None:  # the user's fixed warm-up
+        while clock() - begin < policy.warmup_s:
+            step()
+        return done(f"fixed {policy.warmup_s:g} s")
+    if timer.settles_itself:
+        return done("first call only: the timer settles the device itself before every batch")
+    settled = run_until_steady(step, warm=warm_device, cap_s=CPU_WARMUP_S if timer.on_cpu else GPU_WARMUP_S,
+                               on_cpu=timer.on_cpu, clock=clock)
+    return done(settled.stop)
 
 
 def measure(
@@ -215,6 +189,7 @@ def measure(
         elapsed_s=clock() - start,
         stop_reason=reason,
         policy=policy,
-        warmup_stop=warm.stop,
+        warmup_stop=f"{warm.stop}; the last batch's lead-in: {timer.lead_in_stop}" if timer.lead_in_stop
+        else warm.stop,
         first_call_s=warm.first_call_s,
     )

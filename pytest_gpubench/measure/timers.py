@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .steady import COLD_MIN_S, STEP_S, WARM_GAP_S, run_until_steady
+
 CacheMode = Literal["cold", "hot"]
 TimerName = Literal["auto", "cuda", "jax", "jax_host", "cpu"]
 TIMER_NAMES: tuple[str, ...] = ("auto", "cuda", "jax", "jax_host", "cpu")
@@ -38,6 +40,7 @@ class Timer(abc.ABC):
     batch_s: float = 0.0  # how long one batch of samples should last; 0: the sampler's default
     # True where every batch starts with its own untimed lead-in, so a warm-up before the first adds nothing
     settles_itself: bool = False
+    lead_in_stop: str = ""  # where it settles itself: why the newest batch's lead-in ended
 
     def __init__(self, cache: CacheMode) -> None:
         self.cache = cache
@@ -242,16 +245,18 @@ class JaxDeviceTimer(JaxTimer):
     256 MB L2 flush, in hot mode a one-element add), then the sample's ``loops`` calls, then the next
     boundary... and a wait only at the end, so the GPU never idles between samples and runs at the
     clocks it sustains under load (an idle gap lets a power-limited kernel run faster: docs/RESULTS.md).
-    Stopping a trace waits for the GPU, so each batch starts from a rested GPU: 0.5 s of untimed calls go
-    first (without them a bf16 8192³ product on an H200 read 1.33 ms, against 1.51 ms after 0.3 s of load),
-    and batches last 0.5 s, so there are few such starts. A sample's time is
+    Stopping a trace waits for the GPU, so each batch starts from a rested GPU: untimed calls go first until
+    their time stops moving, as the sampler's warm-up does for torch (without them a bf16 8192³ product on an
+    H200 read 1.33 ms, against 1.51 ms after 0.3 s of load), and batches last 0.5 s, so there are few such
+    starts. A sample's time is
     the span of the GPU work between two boundaries: first kernel start to last kernel end, on the GPU's
     timestamps. Dispatch, Python and the wait fall outside, as CUDA events leave them outside for torch."""
 
     name = "jax_profiler_device"
     on_cpu = False
     batch_s = 0.5  # each batch is a trace, and each trace starts after a gap: long batches, few gaps
-    LEAD_IN_S = 0.5  # untimed work before a batch's first sample: a power-limited kernel settles in ~0.5 s
+    LEAD_IN_CAP_S = 1.0  # as the sampler's warm-up on a GPU: a power-limited kernel may still slide after 0.5 s
+    clock: Callable[[], float] = staticmethod(time.perf_counter)  # the lead-in's; tests drive it
     settles_itself = True
     resolution_s = 1e-6  # the trace's kernel records are in microseconds with three decimals
 
@@ -270,6 +275,49 @@ class JaxDeviceTimer(JaxTimer):
         self._jax.block_until_ready(self._boundary())
         self._device_s_per_call = 0.0
         self._loops = 1
+        self._rested_since = -math.inf  # when the GPU last finished this timer's work
+
+    def lead_in(self, fn: Callable[[], Any], per_call_s: float) -> Any:
+        """Untimed calls before a batch's first sample, until their time has stopped moving (steady.py), so
+        that sample 0 finds the GPU at the clocks it sustains, not those of a rested one (stopping a trace
+        waits for the GPU, so each batch starts after a rest). Steps are waited for, which costs the device
+        microseconds of idling between 50 ms steps. Returns the newest call's output; ``lead_in_stop`` says
+        why it ended. With no estimate of a call's time yet (the first batch), one call: it compiles."""
+        if per_call_s <= 0:
+            self.lead_in_stop = "one call (no estimate of a call's time yet)"
+            return fn()
+        clock = self.clock
+        warm = clock() - self._rested_since <= WARM_GAP_S
+        calls = max(1, min(math.ceil(STEP_S / per_call_s), 100_000))
+        result = None
+        wall_per_call = math.inf
+
+        def step() -> float:
+            nonlocal calls, result, wall_per_call
+            start = clock()
+            done = 0
+            while done < calls:
+                result = fn()
+                done += 1
+                if clock() - start > STEP_S:  # a dispatch-bound call takes longer on the host than on the GPU
+                    break
+            self._jax.block_until_ready(result)
+            wall_per_call = (clock() - start) / done
+            calls = max(1, min(math.ceil(STEP_S / wall_per_call), 100_000))
+            return wall_per_call
+
+        begin = clock()
+        step()
+        if wall_per_call > 2 * per_call_s:
+            # dispatch-bound (a microsecond kernel): the GPU idles between calls and has no clock slope to wait
+            # out, and the host's time per call, which these steps see, says nothing of the device's
+            while clock() - begin < COLD_MIN_S:
+                step()
+            self.lead_in_stop = (f"{clock() - begin:.2f} s: dispatch-bound, {wall_per_call * 1e6:.1f} us a call "
+                                 f"on the host against {per_call_s * 1e6:.1f} us on the GPU")
+            return result
+        self.lead_in_stop = run_until_steady(step, warm=warm, cap_s=self.LEAD_IN_CAP_S, clock=clock).stop
+        return result
 
     def sample_seconds(self, wall_per_sample_s: float) -> float:
         """The device time of a sample: a batch's wall time also holds its lead-in, the trace's start and stop
@@ -291,21 +339,13 @@ class JaxDeviceTimer(JaxTimer):
                 # Only the newest outputs are kept: the stream runs in order, so waiting for the last boundary
                 # waits for everything, and an output dropped while queued is freed once its work is done
                 # (keeping them all ran an H200 out of memory on a 1 GiB add).
-                result = None
-                # untimed, so that sample 0 finds the GPU at the clocks it sustains, not those of a rested one
-                lead_in = (math.ceil(self.LEAD_IN_S / self._device_s_per_call) if self._device_s_per_call > 0
-                           else max(1, count // 4) * loops)
-                # a microsecond kernel is dispatch-bound: the host's clock ends its lead-in, not a call count
-                lead_in_start = time.perf_counter()
-                for _ in range(min(lead_in, 100_000)):
-                    result = fn()
-                    if time.perf_counter() - lead_in_start > self.LEAD_IN_S:
-                        break
+                result = self.lead_in(fn, self._device_s_per_call)
                 for _ in range(count):
                     result = self._boundary()
                     for _ in range(loops):
                         result = fn()
                 self._jax.block_until_ready((result, self._boundary()))
+                self._rested_since = self.clock()
             finally:
                 profiler.stop_trace()
             spans = device_spans(trace_dir, count)
