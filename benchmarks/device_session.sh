@@ -28,11 +28,12 @@ run_part() {
                     --json "$WORK/suite_before.json" -- $suites --gpu H200:1 ;;
     suite_after) python3 benchmarks/suite_wall_time.py --label after --json "$WORK/suite_after.json" -- \
                    $suites --gpu H200:1 ;;
-    accuracy) python3 benchmarks/timer_accuracy.py --repeats 2 --kernels matmul_bf16_8192,add_fp32_256MB \
+    accuracy) python3 benchmarks/timer_accuracy.py --repeats "${ACCURACY_REPEATS:-2}" --kernels matmul_bf16_8192,add_fp32_256MB \
                 --from-rest --json "$WORK/timer_accuracy_from_rest.json" ;;
     jax_accuracy) python3 benchmarks/jax_timer_accuracy.py --repeats 2 --json "$WORK/jax_timer_accuracy.json" ;;
     generation) python3 -m pytest bench_suites/test_generation.py --gpu H200:1 -p no:cacheprovider -rs -v \
                   --benchmark-json="$WORK/generation_h200.json" ;;
+    trace_cost) python3 benchmarks/jax_trace_cost.py --json "$WORK/jax_trace_cost.json" ;;
     kernels) python3 benchmarks/generation_kernels.py --target gpu --json "$WORK/generation_kernels_h200.json" ;;
     dataloader) python3 -m pytest bench_suites/test_dataloader.py --gpu H200:1 -p no:cacheprovider -rs -v \
                   --benchmark-json="$WORK/dataloader_h200.json" ;;

@@ -41,12 +41,19 @@ def main() -> int:
     # where the package is installed its entry point loads the plugin, and naming it again is an error
     if not any(ep.name == "gpubench" for ep in importlib.metadata.entry_points(group="pytest11")):
         env["PYTEST_PLUGINS"] = "pytest_gpubench.plugin"
+    # -P: "python -m" otherwise puts the working directory (this checkout) first on sys.path, ahead of
+    # PYTHONPATH, and every run would time this checkout's package whatever --package-root says
+    isolated = [sys.executable, "-P"]
+    package_file = subprocess.run([*isolated, "-c", "import pytest_gpubench.plugin as p; print(p.__file__)"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(package_file).resolve().is_relative_to(root):
+        parser.error(f"the run would import pytest_gpubench from {package_file}, not from {root}")
     # beside --json, so that a run stopped by a time limit still leaves pytest's own files to read
     keep = args.json.parent if args.json else None
     with tempfile.TemporaryDirectory() as tmp:
         folder = keep or Path(tmp)
         junit, saved = folder / f"{args.label}_junit.xml", folder / f"{args.label}_saved.json"
-        command = [sys.executable, "-m", "pytest", *args.pytest_args, "-p", "no:cacheprovider", "-q",
+        command = [*isolated, "-m", "pytest", *args.pytest_args, "-p", "no:cacheprovider", "-q",
                    f"--junitxml={junit}", f"--benchmark-json={saved}"]
         start = time.perf_counter()
         code = subprocess.run(command, cwd=REPO, env=env).returncode
@@ -70,6 +77,7 @@ def main() -> int:
     result = {
         "label": args.label,
         "package_root": str(root),
+        "package_file": package_file,
         "exit_code": code,
         "wall_s": wall_s,
         "cells": len(cells),
@@ -77,6 +85,9 @@ def main() -> int:
         "max_cell_s": max(cells.values()) if cells else None,
         # the plugin's share where the package records it: warm-up and sampling, without the test's own set-up;
         # the first call (the test's compile and allocation) is inside warmup_s, and kept apart where recorded
+        # recorded by every version: a package that does not record measure_s is compared on this and cell_s
+        "mean_warmup_s": (statistics.fmean(c["warmup_s"] for c in per_cell.values())
+                          if per_cell and all(c["warmup_s"] is not None for c in per_cell.values()) else None),
         "mean_plugin_s": (statistics.fmean(c["warmup_s"] + c["measure_s"] for c in per_cell.values())
                           if per_cell and all(c["measure_s"] is not None for c in per_cell.values()) else None),
         "mean_plugin_s_without_first_call": (

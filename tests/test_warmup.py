@@ -218,3 +218,14 @@ def test_jax_device_timers_first_batch_leads_in_with_the_one_call_that_compiles(
     timer = _device_timer(call)
     timer.lead_in(call, per_call_s=0.0)
     assert call.load_s == pytest.approx(1e-3) and timer.lead_in_stop.startswith("one call")
+
+
+def test_jax_device_timer_traces_the_host_too_where_device_only_tracing_ties_no_kernel_to_its_module() -> None:
+    # On JAX's CPU backend a trace has no GPU timeline at all: device-only tracing finds no boundary, the timer
+    # retries the batch with XLA's default options (host traced too), and only then gives up, saying why.
+    call = ScriptedCall(lambda _: 1e-4)
+    timer = _device_timer(call)
+    assert timer.profiler_options is not None and timer.profiler_options.host_tracer_level == 0
+    with pytest.raises(RuntimeError, match="sample boundaries"):
+        timer.time_batch(call, 2, 1)
+    assert timer.profiler_options is None

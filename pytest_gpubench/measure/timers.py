@@ -203,7 +203,10 @@ class CudaEventTimer(Timer):
                     fn()
                 ends[i].record()
             host_elapsed = time.perf_counter() - host_start
-            self._keep_busy(fn, loops)
+            # with no device time per call yet (the first call), a fill sized for a microsecond call would queue
+            # 100 calls: 2 s of an fp32 8192³ product that the next batch then waited behind
+            if self._device_s_per_call > 0:
+                self._keep_busy(fn, loops)
             ends[-1].synchronize()
         self._host_s_per_call = host_elapsed / (count * loops)
         totals = [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends)]
@@ -238,6 +241,20 @@ class CudaEventTimer(Timer):
 BOUNDARY_MODULE = "gpubench_sample_boundary"  # the jitted function that separates samples in a trace
 
 
+def device_only_profiler_options(jax: Any) -> Any:
+    """XLA profiler options that record the GPU's kernels but not the host's or Python's activity, or None
+    where this JAX has no such options. Host tracing records ~18 events a call: stopping a trace of 1,000
+    calls then took 0.17 s on a CPU, and the tracing slowed dispatch 4x (0.015 against 0.004 s a 1,000 calls),
+    both a JAX cell's cost and, for a call shorter than its dispatch, a change to what it measures."""
+    options_type = getattr(jax.profiler, "ProfileOptions", None)
+    if options_type is None:
+        return None
+    options = options_type()
+    options.host_tracer_level = 0
+    options.python_tracer_level = 0
+    return options
+
+
 class JaxDeviceTimer(JaxTimer):
     """JAX on a GPU, timed on the device's clock through XLA's profiler (CUPTI kernel records).
 
@@ -248,9 +265,10 @@ class JaxDeviceTimer(JaxTimer):
     Stopping a trace waits for the GPU, so each batch starts from a rested GPU: untimed calls go first until
     their time stops moving, as the sampler's warm-up does for torch (without them a bf16 8192³ product on an
     H200 read 1.33 ms, against 1.51 ms after 0.3 s of load), and batches last 0.5 s, so there are few such
-    starts. A sample's time is
-    the span of the GPU work between two boundaries: first kernel start to last kernel end, on the GPU's
-    timestamps. Dispatch, Python and the wait fall outside, as CUDA events leave them outside for torch."""
+    starts. A sample's time is the span of the GPU work between two boundaries: first kernel start to last
+    kernel end, on the GPU's timestamps. Dispatch, Python and the wait fall outside, as CUDA events leave them
+    outside for torch. Only the device is traced (``profiler_options``), unless this XLA needs the host traced
+    to tie kernels to their module."""
 
     name = "jax_profiler_device"
     on_cpu = False
@@ -276,6 +294,7 @@ class JaxDeviceTimer(JaxTimer):
         self._device_s_per_call = 0.0
         self._loops = 1
         self._rested_since = -math.inf  # when the GPU last finished this timer's work
+        self.profiler_options = device_only_profiler_options(self._jax)
 
     def lead_in(self, fn: Callable[[], Any], per_call_s: float) -> Any:
         """Untimed calls before a batch's first sample, until their time has stopped moving (steady.py), so
@@ -334,7 +353,7 @@ class JaxDeviceTimer(JaxTimer):
         profiler = self._jax.profiler
         trace_dir = tempfile.mkdtemp(prefix="gpubench-jax-trace-")
         try:
-            profiler.start_trace(trace_dir, create_perfetto_trace=True)
+            profiler.start_trace(trace_dir, create_perfetto_trace=True, profiler_options=self.profiler_options)
             try:
                 # Only the newest outputs are kept: the stream runs in order, so waiting for the last boundary
                 # waits for everything, and an output dropped while queued is freed once its work is done
@@ -348,7 +367,14 @@ class JaxDeviceTimer(JaxTimer):
                 self._rested_since = self.clock()
             finally:
                 profiler.stop_trace()
-            spans = device_spans(trace_dir, count)
+            try:
+                spans = device_spans(trace_dir, count)
+            except RuntimeError:
+                if self.profiler_options is None:
+                    raise
+                # an XLA that ties kernels to their module only when it also traces the host: trace it too
+                self.profiler_options = None
+                return self.time_batch(fn, count, loops)
             self._device_s_per_call = float(np.median(spans)) / loops
             self._loops = loops
             return spans
