@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from report_support import a_run, record
+from report_support import a_run, record, serving_metrics
 
 from pytest_gpubench.record import CellResult
 from pytest_gpubench.report.cells import RunView
@@ -116,3 +116,22 @@ def test_table_before_pytest_benchmarks_and_the_report_path_last(pytester: pytes
     assert lines[ours + 3].split() == ["cell", "median", "ms", "stdrel", "samples", "items/s"]
     row = lines[ours + 4].split()
     assert row[:2] == ["test_kernel[1-cpu]", "1.010"] and row[3:] == ["21", "990,099"]
+
+
+def test_the_serving_table_says_whether_the_load_generator_set_the_pace_or_the_server_did() -> None:
+    def cell(name: str, bound: float, processes: int) -> object:
+        metrics = {**serving_metrics(50.0, 10.0, 9.5, 900.0, 16), "client_bound": bound,
+                   "client_processes": processes, "client_loop_lag_p99_ms": 1.1}
+        return record(f"bench/test_serving.py::test_serving[{name}-H200:1]", [0.05] * 20, timer="llm_load:ttft",
+                      metrics=metrics)
+
+    records = [cell("vllm-16", 0.0, 1), cell("vllm-64", 0.0, 2), cell("vllm-256", 1.0, 4)]
+    lines = summary_lines([CellResult(r) for r in records])
+    serving = parts(lines)["serving: latencies in ms"]
+    assert all(len(line) <= DEFAULT_WIDTH for line in lines), max(lines, key=len)
+    start = serving[0].index("client")
+    assert [row[start:start + 9].strip() for row in serving[1:4]] == [
+        "ok",  # the server set the pace, one client process kept up
+        "ok ×2",  # client-bound at first, sent again with 2 processes, then ok
+        "BOUND ×4",  # still client-bound with 4: the figures are the client's
+    ]

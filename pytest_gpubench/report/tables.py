@@ -129,6 +129,17 @@ def _latency_unit(cells: Sequence[Cell]) -> tuple[str, float]:
     return ("s", 1.0) if ttfts and ttfts[len(ttfts) // 2] >= 1000 else ("ms", 1e-3)
 
 
+def client_check(cell: Cell) -> str:
+    """The load generator's self-check in a word: "ok" when the server, not the client, set the pace (with the
+    client processes it took, where a client-bound load was sent again with more), "BOUND" when the client
+    still limited the run and the figures are the client's."""
+    if "client_bound" not in cell.values:
+        return "-"
+    processes = int(cell.values.get("client_processes", 1))
+    shown = "BOUND" if cell.values["client_bound"] else "ok"
+    return f"{shown} ×{processes}" if processes > 1 else shown
+
+
 def serving_table(cells: Sequence[Cell], detail: bool) -> Table:
     unit, scale = _latency_unit(cells)
 
@@ -152,6 +163,8 @@ def serving_table(cells: Sequence[Cell], detail: bool) -> Table:
         else:  # two figures a cell, to keep within the width
             columns.append((f"{title} p50/p99", [f"{latency(c, distribution_key(name, 'p50'), 3)}/"
                                                  f"{latency(c, distribution_key(name, 'p99'), 3)}" for c in cells]))
+    if any("client_bound" in c.values for c in cells):
+        columns.append(("client", [client_check(c) for c in cells]))
     keys = ["output_token_throughput", "request_throughput", "failed"]
     if detail:
         keys = ["output_token_throughput", "total_token_throughput", "request_throughput", "goodput", "completed",
