@@ -9,6 +9,15 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# jaxlib's C++ side (absl) aborts the process when its Python modules are imported a second time. pytester
+# restores sys.modules after each inner run, dropping what the run imported, so a test that imported jax inside
+# an inner run made the next import of jax, in any later test, abort the whole session. Imported once here,
+# before any pytester snapshot, it stays.
+try:
+    import jax  # noqa: F401
+except ImportError:  # the lowest versions' environment has no JAX
+    pass
+
 TWO_H200_CSV = (
     "0, NVIDIA H200, 143771, GPU-aaaa, 580.159.04, 1980, 3201\n"
     "1, NVIDIA H200, 143771, GPU-bbbb, 580.159.04, 1980, 3201\n"

@@ -44,8 +44,9 @@ def test_heavy_decoding_starves_the_loop_and_the_cell_says_so(suite: pytest.Pyte
     result.assert_outcomes(passed=1)
     lines = result.stdout.lines
     assert any(line.startswith("! test_dataloader_training[workers0-cpu] ") for line in lines), "\n".join(lines)
-    note = " ".join(lines[next(i for i, line in enumerate(lines)
-                               if line.startswith("! test_dataloader_training[workers0-cpu]: ")):][:3])
+    # the note wraps at the terminal's width, its next lines indented: where depends on the figures in it
+    first = next(i for i, line in enumerate(lines) if line.startswith("! test_dataloader_training[workers0-cpu]: "))
+    note = " ".join(" ".join(lines[first:first + 3]).split())
     assert "cpu-starved: CPU idle" in note and "waiting on the DataLoader (num_workers=0" in note
     # the slow phase spoke while it ran, and said where its time went (a share so far, whatever the loop was doing
     # at the instant of the beat)
