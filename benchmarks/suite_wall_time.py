@@ -43,7 +43,8 @@ def main() -> int:
         env["PYTEST_PLUGINS"] = "pytest_gpubench.plugin"
     # -P: "python -m" otherwise puts the working directory (this checkout) first on sys.path, ahead of
     # PYTHONPATH, and every run would time this checkout's package whatever --package-root says
-    isolated = [sys.executable, "-P"]
+    # (Python 3.10 has no -P: there the check below refuses a --package-root the run would not use)
+    isolated = [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
     package_file = subprocess.run([*isolated, "-c", "import pytest_gpubench.plugin as p; print(p.__file__)"],
                                   cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
     if not Path(package_file).resolve().is_relative_to(root):

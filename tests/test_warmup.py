@@ -160,7 +160,7 @@ class ScriptedCall:
     ``clock``): what JAX's device timer's lead-in sees of a power-limited kernel, with no host jitter."""
 
     def __init__(self, per_call: Callable[[float], float]) -> None:
-        import jax.numpy as jnp
+        jnp = pytest.importorskip("jax.numpy")
 
         self._per_call = per_call
         self._output = jnp.zeros(())
