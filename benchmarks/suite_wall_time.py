@@ -22,9 +22,20 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def mean_over(per_cell: dict[str, dict[str, Any]], keys: tuple[str, ...],
+              figure: Callable[[dict[str, Any]], float]) -> float | None:
+    """The mean of ``figure`` over the cells, or None where a cell lacks one of the ``keys`` it reads (a version
+    of the package that does not record it)."""
+    if not per_cell or any(c[key] is None for c in per_cell.values() for key in keys):
+        return None
+    return statistics.fmean(figure(c) for c in per_cell.values())
 
 
 def main() -> int:
@@ -63,7 +74,8 @@ def main() -> int:
                   if case.find("skipped") is None} if junit.exists() else {})
         benchmarks = json.loads(saved.read_text())["benchmarks"] if saved.exists() else []
     measured = {b["name"]: b for b in benchmarks}
-    def cell(name: str, seconds: float) -> dict[str, object]:
+
+    def cell(name: str, seconds: float) -> dict[str, Any]:
         saved = measured.get(name)
         details = saved["extra_info"]["gpubench"] if saved else {}
         return {
@@ -84,17 +96,15 @@ def main() -> int:
         "cells": len(cells),
         "mean_cell_s": statistics.fmean(cells.values()) if cells else None,
         "max_cell_s": max(cells.values()) if cells else None,
+        # recorded by every version: a package that does not record measure_s is compared on this and cell_s
+        "mean_warmup_s": mean_over(per_cell, ("warmup_s",), lambda c: c["warmup_s"]),
         # the plugin's share where the package records it: warm-up and sampling, without the test's own set-up;
         # the first call (the test's compile and allocation) is inside warmup_s, and kept apart where recorded
-        # recorded by every version: a package that does not record measure_s is compared on this and cell_s
-        "mean_warmup_s": (statistics.fmean(c["warmup_s"] for c in per_cell.values())
-                          if per_cell and all(c["warmup_s"] is not None for c in per_cell.values()) else None),
-        "mean_plugin_s": (statistics.fmean(c["warmup_s"] + c["measure_s"] for c in per_cell.values())
-                          if per_cell and all(c["measure_s"] is not None for c in per_cell.values()) else None),
-        "mean_plugin_s_without_first_call": (
-            statistics.fmean(c["warmup_s"] - c["first_call_s"] + c["measure_s"] for c in per_cell.values())
-            if per_cell and all(c["measure_s"] is not None and c["first_call_s"] is not None
-                                for c in per_cell.values()) else None),
+        "mean_plugin_s": mean_over(per_cell, ("warmup_s", "measure_s"),
+                                   lambda c: c["warmup_s"] + c["measure_s"]),
+        "mean_plugin_s_without_first_call": mean_over(
+            per_cell, ("warmup_s", "first_call_s", "measure_s"),
+            lambda c: c["warmup_s"] - c["first_call_s"] + c["measure_s"]),
         "per_cell": per_cell,
     }
     print(json.dumps(result, indent=1))

@@ -107,9 +107,10 @@ class Interrupts:
             _say(line)
             return
         reporter.ensure_newline()
-        if self._config.get_terminal_writer().width_of_current_line:
+        writer = self._config.get_terminal_writer()
+        if writer.width_of_current_line:
             # xdist's progress dots leave the line open without the file name ensure_newline looks for
-            self._config.get_terminal_writer().line()
+            writer.line()
         reporter.write_line(line)
 
 

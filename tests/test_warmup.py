@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from pytest_gpubench.measure.sampler import (
-    COLD_MIN_WARMUP_S,
     GPU_WARMUP_S,
     WARM_GAP_S,
     DeviceWarmth,
     SamplingPolicy,
     measure,
 )
+from pytest_gpubench.measure.steady import COLD_MIN_S
 from pytest_gpubench.measure.timers import Timer
 
 ADAPTIVE = SamplingPolicy(warmup_s=None, max_time_s=2.0, min_time_s=0.1, min_samples=10, stdrel=0.005)
@@ -70,7 +70,7 @@ def test_a_power_limited_kernel_warms_up_until_it_stops_slowing_and_is_measured_
 def test_a_steady_kernel_stops_warming_up_after_six_batches_on_a_rested_device_and_four_on_a_warm_one() -> None:
     rested = measure(_noop, DeviceTimer(lambda _: 1e-3), ADAPTIVE)
     assert rested.warmup_stop.startswith("steady after 6 batches") and "(rested device)" in rested.warmup_stop
-    assert COLD_MIN_WARMUP_S <= rested.warmup_s < 0.45  # 6 batches of 50 ms, not a second
+    assert COLD_MIN_S <= rested.warmup_s < 0.45  # 6 batches of 50 ms, not a second
 
     warmth = DeviceWarmth()
     warmth.mark_busy("GPU-0")  # the previous cell's work ended just now

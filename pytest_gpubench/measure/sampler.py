@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from .stats import Summary, relative_median_stderr
-from .steady import COLD_MIN_S, STEP_S, WARM_GAP_S, run_until_steady
+from .steady import STEP_S, WARM_GAP_S, run_until_steady
 from .timers import Timer, loops_for
 
 BATCH_SECONDS = STEP_S  # check the stopping rule about 20 times a second
 # Warm-up runs until the figure stops moving (steady.py), up to these caps after the first call.
 GPU_WARMUP_S = 1.0
 CPU_WARMUP_S = 0.1
-COLD_MIN_WARMUP_S = COLD_MIN_S
 
 
 class DeviceWarmth:
